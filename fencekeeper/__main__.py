@@ -1,0 +1,5 @@
+import sys
+
+from fencekeeper.cli import main
+
+sys.exit(main())

@@ -1,0 +1,98 @@
+"""The `fencekeeper` command line. Every bad input ends in one plain line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from storage_service.db import DEFAULT_DB_URL
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, no traceback."""
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 0 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {value!r}")
+    return int(value)
+
+
+def _size(value: str) -> int:
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    number, unit = (value[:-1], value[-1].lower()) if value[-1:].lower() in units else (value, "")
+    if not number.isdigit() or int(number) == 0:
+        raise argparse.ArgumentTypeError(f"not a size such as 1048576, 512k or 1m: {value!r}")
+    return int(number) * units.get(unit, 1)
+
+
+def _db_url(value: str) -> str:
+    if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        raise argparse.ArgumentTypeError(
+            f"--db must start with sqlite+aiosqlite:// or postgresql+asyncpg:// (got {value!r})"
+        )
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one plain line, not the usage block
+        self.exit(2, f"fencekeeper: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fencekeeper", description="Split-brain-proof leadership with fenced storage.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    storage = commands.add_parser("storage", help="the fenced storage service")
+    storage_commands = storage.add_subparsers(dest="storage_command", required=True)
+
+    serve = storage_commands.add_parser("serve", help="serve the REST API")
+    serve.add_argument(
+        "--db", type=_db_url, default=DEFAULT_DB_URL, help="database URL (default: %(default)s)"
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=_port, default=8080)
+    serve.add_argument("--token-verify", choices=["none"], default="none", help="how tokens are checked")
+    serve.add_argument("--fencing", choices=["on", "off"], default="on", help="off: the control arm only")
+    serve.add_argument("--log-file", help="write JSON log lines here instead of stderr")
+    serve.add_argument("--no-migrate", action="store_true", help="do not run migrations at start")
+    serve.add_argument("--max-body", type=_size, default="1m", help="largest accepted body (default 1m)")
+    serve.add_argument("--pool-size", type=int, default=20, help="database connections (PostgreSQL)")
+
+    migrate = storage_commands.add_parser("migrate", help="run the database migrations and exit")
+    migrate.add_argument("--db", type=_db_url, default=DEFAULT_DB_URL)
+    migrate.add_argument("--revision", default="head", help="target revision (default head)")
+    migrate.add_argument("--downgrade", action="store_true", help="migrate down to --revision instead")
+
+    audit = storage_commands.add_parser("audit", help="print the rejected writes as a table")
+    audit.add_argument("--db", type=_db_url, default=DEFAULT_DB_URL)
+    audit.add_argument("--namespace", help="only this namespace")
+    audit.add_argument("--limit", type=int, default=1000)
+
+    commands.add_parser("demo", help="a scripted walkthrough of fenced writes on the embedded default")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "storage":
+            from fencekeeper import storage_commands
+
+            return storage_commands.run(args)
+        if args.command == "demo":
+            from fencekeeper.demo import run_demo
+
+            return asyncio.run(run_demo())
+    except CliError as exc:
+        print(f"fencekeeper: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(f"unhandled command {args.command}")  # argparse guarantees one of the above
+
+
+if __name__ == "__main__":
+    sys.exit(main())

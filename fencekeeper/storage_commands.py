@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import socket
+import sys
 
 from aiohttp import web
 from rich.console import Console
@@ -46,17 +47,22 @@ def serve(args: argparse.Namespace) -> int:
         sock = socket.create_server((args.host, args.port), reuse_port=False)
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
-    log_event(
-        log,
-        "storage_starting",
-        f"storage service on http://{args.host}:{args.port} ({config.db_url.split('://')[0]}, "
-        f"fencing {'on' if config.fencing else 'OFF'})",
-        host=args.host,
-        port=args.port,
-        fencing=config.fencing,
-    )
+    app = create_app(config)
+
+    async def announce(_app: web.Application) -> None:
+        log_event(
+            log,
+            "storage_ready",
+            f"storage service on http://{args.host}:{args.port} ({config.db_url.split('://')[0]}, "
+            f"fencing {'on' if config.fencing else 'OFF'})",
+            host=args.host,
+            port=args.port,
+            fencing=config.fencing,
+        )
+
+    app.on_startup.append(announce)
     try:
-        web.run_app(create_app(config), sock=sock, print=None, access_log=None)
+        web.run_app(app, sock=sock, print=None, access_log=None)
     except _DB_ERRORS as exc:
         raise CliError(f"cannot use the database {args.db}: {_describe(exc)}") from None
     return 0
@@ -110,5 +116,6 @@ def audit(args: argparse.Namespace) -> int:
             row["writer"] or "",
             row["remote"] or "",
         )
-    Console().print(table)
+    # Off a terminal (a pipe, a file) rich would squeeze the table into 80 columns.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
     return 0

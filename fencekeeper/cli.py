@@ -54,7 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=_port, default=8080)
-    serve.add_argument("--token-verify", choices=["none"], default="none", help="how tokens are checked")
+    serve.add_argument(
+        "--token-verify",
+        choices=["none", "quorum"],
+        default="none",
+        help="none: the token is a plain epoch; quorum: an elector token signed by a majority of voters",
+    )
+    serve.add_argument(
+        "--cluster", help="cluster.toml whose voter keys are trusted (with --token-verify quorum)"
+    )
     serve.add_argument("--fencing", choices=["on", "off"], default="on", help="off: the control arm only")
     serve.add_argument("--log-file", help="write JSON log lines here instead of stderr")
     serve.add_argument("--no-migrate", action="store_true", help="do not run migrations at start")
@@ -71,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--namespace", help="only this namespace")
     audit.add_argument("--limit", type=int, default=1000)
 
+    cluster = commands.add_parser("cluster", help="cluster files")
+    cluster_commands = cluster.add_subparsers(dest="cluster_command", required=True)
+    init = cluster_commands.add_parser("init", help="write cluster.toml and one private key per member")
+    init.add_argument("--nodes", type=int, default=3, help="members (default 3)")
+    init.add_argument("--out", required=True, help="directory to write into")
+    init.add_argument("--host", default="127.0.0.1")
+    init.add_argument("--base-port", type=_port, default=7100, help="port of n1; n2 gets the next, ...")
+    init.add_argument("--lease-ms", type=int, default=2000, help="lease length (default 2000)")
+
     commands.add_parser("demo", help="a scripted walkthrough of fenced writes on the embedded default")
     return parser
 
@@ -82,6 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from fencekeeper import storage_commands
 
             return storage_commands.run(args)
+        if args.command == "cluster":
+            from fencekeeper import cluster_commands
+
+            return cluster_commands.run(args)
         if args.command == "demo":
             from fencekeeper.demo import run_demo
 

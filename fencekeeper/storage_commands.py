@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from elector import cluster as cluster_file
+from elector.cluster import ClusterFileError
 from fencekeeper.cli import CliError
 from storage_service import migrate
 from storage_service.app import create_app
@@ -20,6 +22,7 @@ from storage_service.config import StorageConfig
 from storage_service.db import make_engine
 from storage_service.logs import configure_logging, log_event
 from storage_service.store import FencedStore
+from storage_service.tokens import PlainEpochVerifier, QuorumVerifier, TokenVerifier
 
 log = logging.getLogger("fencekeeper.storage")
 _DB_ERRORS = (OperationalError, DBAPIError, OSError)
@@ -33,9 +36,24 @@ def _describe(exc: BaseException) -> str:
     return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
 
 
+def _verifier(args: argparse.Namespace) -> TokenVerifier:
+    if args.token_verify == "none":
+        if args.cluster:
+            raise CliError("--cluster is only used with --token-verify quorum")
+        return PlainEpochVerifier()
+    if not args.cluster:
+        raise CliError("--token-verify quorum needs --cluster FILE (the cluster.toml of the electors)")
+    try:
+        return QuorumVerifier(cluster_file.load(args.cluster))
+    except ClusterFileError as exc:
+        raise CliError(str(exc)) from None
+
+
 def serve(args: argparse.Namespace) -> int:
+    verifier = _verifier(args)
     configure_logging(args.log_file)
     config = StorageConfig(
+        verifier=verifier,
         db_url=args.db,
         fencing=args.fencing == "on",
         migrate=not args.no_migrate,

@@ -1,0 +1,341 @@
+"""The candidate: wins an epoch from a majority of voters, believes in its lease only as long as is safe.
+
+* It campaigns with the next epoch above any it has seen. Campaigns are timed by what the voters say: a
+  refusal carries the time left on the lease that blocks it, and the voter pushes `LeaseEnded` when that
+  lease ends, so candidates campaign at that moment (plus a little seeded jitter so that they do not
+  duel), not on a polling period.
+* On grants from a majority it leads, and believes in its lease only until
+  `start_of_round + lease × (1 − max_drift) − margin`: the round started before any voter started its own
+  timer, so every granting voter's lease outlasts that belief even if this clock runs fast by max_drift.
+* It renews every `renew_ms`; each majority renewal moves the deadline. It steps down the moment the
+  deadline passes, when a voter shows it a higher epoch, when the storage fences it out, or on release.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from elector.core._messages import (
+    BecameLeader,
+    Campaign,
+    CampaignFailed,
+    CampaignStarted,
+    Grant,
+    LeaseEnded,
+    LeaseExtended,
+    Message,
+    Output,
+    Refuse,
+    RefuseReason,
+    Release,
+    Renew,
+    Renewed,
+    Role,
+    Send,
+    SteppedDown,
+)
+from elector.core._quorum import cannot_reach, majority
+
+_RETRY_SLACK_MS = 1.0
+_MAX_OUTBID_RETRIES = 2
+
+
+class Rng(Protocol):
+    """What the candidate needs of its (injected, seeded) random source: `random.Random` has it."""
+
+    def uniform(self, a: float, b: float) -> float: ...
+
+
+@dataclass(frozen=True)
+class CandidateTiming:
+    lease_ms: float
+    renew_ms: float
+    request_timeout_ms: float
+    max_drift: float
+    margin_ms: float
+
+    @property
+    def trusted_ms(self) -> float:
+        """How long after a round's start the candidate may believe the lease that round won or renewed."""
+        return self.lease_ms * (1 - self.max_drift) - self.margin_ms
+
+    @property
+    def slot_ms(self) -> float:
+        """Turn length when candidates take turns to campaign: a few round trips on a healthy network."""
+        return max(5.0, self.request_timeout_ms / 25)
+
+    @property
+    def jitter_ms(self) -> float:
+        """Spread of campaign start times among candidates reacting to the same event."""
+        return max(1.0, min(self.request_timeout_ms, self.lease_ms / 20))
+
+
+@dataclass
+class _Round:
+    number: int
+    epoch: int
+    started: float
+    granted: dict[str, str]  # voter -> signature (campaign) or "" (renewal)
+    refused: dict[str, Refuse]
+    retry: dict[str, float] = field(default_factory=dict)  # voter -> when to ask it again
+
+
+class Candidate:
+    def __init__(
+        self,
+        node_id: str,
+        group: str,
+        voters: Sequence[str],
+        timing: CandidateTiming,
+        rng: Rng,
+        now: float,
+    ) -> None:
+        self.id = node_id
+        self.group = group
+        self.voters = tuple(voters)
+        self.timing = timing
+        self._rng = rng
+        self.role = Role.FOLLOWER
+        self.epoch = 0  # the epoch this candidate leads or last campaigned for
+        self.highest_seen = 0
+        self.deadline = float("-inf")  # while leading: the end of the trusted lease
+        self.signatures: dict[str, str] = {}
+        self._round: _Round | None = None
+        self._rounds = 0
+        self._next_renew = float("inf")
+        self._failures = 0
+        self._outbid_retries = 0
+        self._released = False
+        # A fresh candidate campaigns soon, spread out so that a whole cluster starting at once does not duel.
+        self._campaign_at: float | None = now + rng.uniform(0, timing.jitter_ms)
+
+    # -- queries ------------------------------------------------------------------------------------------
+
+    def is_leader(self, now: float) -> bool:
+        return self.role is Role.LEADER and now < self.deadline
+
+    def wake_at(self) -> float | None:
+        """The next time `tick` has something to do."""
+        times = []
+        if self.role is Role.LEADER:
+            times.append(self.deadline)
+            if self._round is None:
+                times.append(self._next_renew)
+        if self._round is not None:
+            times.append(self._round.started + self.timing.request_timeout_ms)
+            times += self._round.retry.values()
+        if self._campaign_at is not None and self.role is Role.FOLLOWER:
+            times.append(self._campaign_at)
+        return min(times) if times else None
+
+    # -- inputs -------------------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> Output:
+        out = Output()
+        if self.role is Role.LEADER and now >= self.deadline:
+            self._step_down("lease_expired", now, out)
+        if self._round is not None and now >= self._round.started + self.timing.request_timeout_ms:
+            self._round_timed_out(now, out)
+        if self._round is not None:
+            self._send_retries(now, out)
+        if self.role is Role.LEADER and now >= self._next_renew and self._round is None:
+            self._start_round(now, out, renewal=True)
+        if self.role is Role.FOLLOWER and self._campaign_at is not None and now >= self._campaign_at:
+            self._start_round(now, out, renewal=False)
+        return out
+
+    def step(self, sender: str, message: Message, now: float) -> Output:
+        out = Output()
+        match message:
+            case Grant() | Renewed() if self._answers_round(message):
+                self._see(message.epoch)
+                signature = message.signature if isinstance(message, Grant) else ""
+                self._round.granted[sender] = signature  # type: ignore[union-attr]
+                self._check_round(now, out)
+            case Refuse() if self._answers_round(message):
+                self._see(message.promised_epoch)
+                rnd = self._round
+                assert rnd is not None
+                retry_at = now + message.lease_remaining_ms + _RETRY_SLACK_MS
+                if (
+                    self.role is Role.CANDIDATE
+                    and 0 < message.lease_remaining_ms
+                    and retry_at < (rnd.started + self.timing.request_timeout_ms)
+                ):
+                    # The lease blocking us ends within this round (leases end a hair apart at different
+                    # voters): ask that voter again then instead of losing the round to a duel.
+                    rnd.retry[sender] = retry_at
+                elif (
+                    self.role is Role.CANDIDATE
+                    and message.reason is RefuseReason.PROMISED
+                    and message.lease_remaining_ms == 0
+                    and self._outbid_retries < _MAX_OUTBID_RETRIES
+                ):
+                    # Outbid by a promise we had not heard of, with no lease in the way: this epoch cannot
+                    # win there, but the next one can, now (not after the round's timeout).
+                    self._outbid_retries += 1
+                    self._campaign_lost(now, out, at=now)
+                else:
+                    rnd.refused[sender] = message
+                    self._check_round(now, out)
+            case Refuse():
+                self._see(message.promised_epoch)
+            case LeaseEnded():
+                self._see(message.epoch)
+                if self.role is Role.FOLLOWER and not self._released and self._round is None:
+                    self._campaign_at = now + self._stagger(message.holder)
+            case _:
+                pass
+        return out
+
+    def release(self, now: float) -> Output:
+        """Give the lease back (graceful shutdown) and stop campaigning."""
+        out = Output()
+        self._released = True
+        self._campaign_at = None
+        if self.role is Role.LEADER:
+            out.messages += [Send(v, Release(self.group, self.epoch, self.id)) for v in self.voters]
+            self._step_down("released", now, out)
+        self._round = None
+        return out
+
+    def resume(self, now: float) -> Output:
+        """Take part in elections again after `release`."""
+        self._released = False
+        self._campaign_at = now
+        return self.tick(now)
+
+    def fenced(self, current_epoch: int, now: float) -> Output:
+        """The storage answered 409: its fence stands at `current_epoch`, above ours. Step down at once."""
+        out = Output()
+        self._see(current_epoch)
+        if self.role is not Role.FOLLOWER and current_epoch > self.epoch:
+            self._step_down("fenced", now, out)
+        return out
+
+    # -- rounds -------------------------------------------------------------------------------------------
+
+    def _stagger(self, previous_holder: str | None) -> float:
+        """Delay before campaigning on LeaseEnded: every candidate hears it at once, so they take turns.
+
+        Each takes a slot by its place among the voters other than the previous holder (gone, or
+        handing over), plus seeded jitter within the slot: the first campaign reaches the voters before
+        the second starts, so votes rarely split. The order must be the same at every candidate, so it
+        depends on nothing but the member list and the message.
+        """
+        order = [v for v in self.voters if v != previous_holder]
+        if self.id not in order:
+            return self._rng.uniform(0, self.timing.jitter_ms)
+        rank = order.index(self.id)
+        slot = self.timing.slot_ms
+        return rank * slot + self._rng.uniform(0, slot / 2)
+
+    def _see(self, epoch: int) -> None:
+        self.highest_seen = max(self.highest_seen, epoch)
+
+    def _answers_round(self, message: Grant | Renewed | Refuse) -> bool:
+        rnd = self._round
+        return rnd is not None and message.round == rnd.number and message.epoch == rnd.epoch
+
+    def _start_round(self, now: float, out: Output, *, renewal: bool) -> None:
+        self._rounds += 1
+        if renewal:
+            epoch = self.epoch
+            self._next_renew = now + self.timing.renew_ms
+            out.messages += [Send(v, Renew(self.group, epoch, self.id, self._rounds)) for v in self.voters]
+        else:
+            epoch = self.epoch = self.highest_seen = max(self.highest_seen, self.epoch) + 1
+            self.role = Role.CANDIDATE
+            self._campaign_at = None
+            out.events.append(CampaignStarted(self.group, epoch))
+            out.messages += [Send(v, Campaign(self.group, epoch, self.id, self._rounds)) for v in self.voters]
+        self._round = _Round(self._rounds, epoch, now, {}, {})
+
+    def _send_retries(self, now: float, out: Output) -> None:
+        rnd = self._round
+        assert rnd is not None
+        for voter, at in sorted(rnd.retry.items()):
+            if at <= now:
+                del rnd.retry[voter]
+                out.messages.append(Send(voter, Campaign(self.group, rnd.epoch, self.id, rnd.number)))
+
+    def _check_round(self, now: float, out: Output) -> None:
+        rnd = self._round
+        assert rnd is not None
+        n = len(self.voters)
+        if len(rnd.granted) >= majority(n):
+            deadline = rnd.started + self.timing.trusted_ms
+            self._round = None
+            if self.role is Role.CANDIDATE:
+                self.role = Role.LEADER
+                self.deadline = deadline
+                self.signatures = dict(rnd.granted)
+                self._failures = 0
+                self._next_renew = rnd.started + self.timing.renew_ms
+                out.events.append(BecameLeader(self.group, self.epoch, dict(rnd.granted), deadline))
+            elif self.role is Role.LEADER and deadline > self.deadline:
+                self.deadline = deadline
+                out.events.append(LeaseExtended(self.group, self.epoch, deadline))
+        elif cannot_reach(n, len(rnd.refused)):
+            if self.role is Role.CANDIDATE:
+                self._campaign_lost(now, out)
+            elif any(r.promised_epoch > self.epoch for r in rnd.refused.values()):
+                # Voters enough to block every renewal have moved on to a newer epoch: leave now rather
+                # than at the deadline (until which no one else can win a majority anyway).
+                self._step_down("superseded", now, out)
+            else:
+                self._round = None  # a failed renewal: the deadline decides; the next renewal may succeed
+
+    def _round_timed_out(self, now: float, out: Output) -> None:
+        if self.role is Role.CANDIDATE:
+            self._campaign_lost(now, out)
+        else:
+            self._round = None
+
+    def _campaign_lost(self, now: float, out: Output, at: float | None = None) -> None:
+        """Back to follower; retry `at`, or when the blocking leases end, or after a random backoff."""
+        rnd = self._round
+        assert rnd is not None
+        self._round = None
+        self.role = Role.FOLLOWER
+        self._failures += 1
+        # Give back what was granted, or those voters would block every other candidate for a lease.
+        out.messages += [
+            Send(v, Release(self.group, rnd.epoch, self.id, abandoned=True)) for v in sorted(rnd.granted)
+        ]
+        # A lease of an older epoch belongs to a leader: wait for it to end. A lease at our epoch or above
+        # belongs to a rival campaigning at the same time (a split vote): back off at random instead.
+        blocked = sorted(
+            r.lease_remaining_ms
+            for r in rnd.refused.values()
+            if r.lease_remaining_ms > 0 and r.promised_epoch < rnd.epoch
+        )
+        # Voters not blocked by a lease are free now; wait until enough of the blocked ones are free too.
+        free = len(self.voters) - len(blocked)
+        need = majority(len(self.voters)) - free
+        if at is not None:
+            wait = at - now
+        elif blocked and need > 0:
+            # The voters push LeaseEnded when that lease ends; this later timer only covers a lost push.
+            wait = blocked[min(need, len(blocked)) - 1] + self.timing.lease_ms / 2
+        else:
+            backoff = min(self.timing.lease_ms, self.timing.request_timeout_ms * 2 ** min(self._failures, 6))
+            wait = self._rng.uniform(0, backoff)
+        if at is None:
+            self._outbid_retries = 0
+            wait += self._rng.uniform(0, self.timing.jitter_ms)
+        self._campaign_at = now + wait
+        out.events.append(CampaignFailed(self.group, rnd.epoch, self._campaign_at))
+
+    def _step_down(self, reason: str, now: float, out: Output) -> None:
+        out.events.append(SteppedDown(self.group, self.epoch, reason))
+        self.role = Role.FOLLOWER
+        self.deadline = float("-inf")
+        self.signatures = {}
+        self._round = None
+        self._next_renew = float("inf")
+        if not self._released:
+            # Another candidate is probably taking over; the voters will say when its lease ends.
+            self._campaign_at = now + self.timing.lease_ms + self._rng.uniform(0, self.timing.jitter_ms)

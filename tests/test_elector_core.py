@@ -1,0 +1,281 @@
+"""The pure protocol core, driven rule by rule with a fake clock (plain numbers, in milliseconds)."""
+
+from __future__ import annotations
+
+import ast
+import random
+from pathlib import Path
+
+import pytest
+
+from elector.core import (
+    BecameLeader,
+    Campaign,
+    CampaignFailed,
+    Candidate,
+    CandidateTiming,
+    Grant,
+    LeaseEnded,
+    LeaseExtended,
+    Promise,
+    Refuse,
+    RefuseReason,
+    Release,
+    Renew,
+    Renewed,
+    Role,
+    Send,
+    SteppedDown,
+    Voter,
+)
+
+TIMING = CandidateTiming(lease_ms=2000, renew_ms=500, request_timeout_ms=250, max_drift=0.01, margin_ms=20)
+VOTERS = ("n1", "n2", "n3")
+
+
+def sign(group: str, epoch: int, holder: str) -> str:
+    return f"sig({group},{epoch},{holder})"
+
+
+def voter(promises: dict[str, Promise] | None = None, now: float = 0.0) -> Voter:
+    return Voter("v1", lease_ms=2000, sign=sign, promises=promises or {}, now=now)
+
+
+def only(out, kind):
+    [send] = [s for s in out.messages if isinstance(s.message, kind)]
+    return send.message
+
+
+# -- voter ------------------------------------------------------------------------------------------------
+
+
+def test_core_imports_no_io_clock_or_randomness() -> None:
+    forbidden = {"asyncio", "time", "random", "socket", "aiohttp", "sqlalchemy", "os", "threading"}
+    for path in Path("elector/core").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] not in forbidden, f"{path} imports {name}"
+
+
+def test_voter_grants_a_higher_epoch_and_persists_before_answering() -> None:
+    v = voter()
+    out = v.step("n2", Campaign("g", 5, "n2", 1), now=10)
+    assert out.persist == {"g": Promise(5, "n2")}
+    grant = only(out, Grant)
+    assert (grant.epoch, grant.holder, grant.voter, grant.round) == (5, "n2", "v1", 1)
+    assert grant.signature == sign("g", 5, "n2")
+    assert v.lease("g", now=10) == ("n2", 5, 2000)
+
+
+def test_voter_refuses_an_epoch_it_already_promised_or_passed() -> None:
+    v = voter()
+    v.step("n2", Campaign("g", 5, "n2", 1), now=0)
+    v.step("n2", Release("g", 5, "n2"), now=1)
+    for epoch in (4, 5):
+        refuse = only(v.step("n3", Campaign("g", epoch, "n3", 2), now=2), Refuse)
+        assert refuse.reason is RefuseReason.PROMISED and refuse.promised_epoch == 5
+
+
+def test_voter_refuses_another_holder_while_a_lease_is_live_and_says_for_how_long() -> None:
+    v = voter()
+    v.step("n2", Campaign("g", 1, "n2", 1), now=0)
+    refuse = only(v.step("n3", Campaign("g", 2, "n3", 7), now=500), Refuse)
+    assert refuse.reason is RefuseReason.LEASE_LIVE
+    assert (refuse.holder, refuse.lease_remaining_ms) == ("n2", 1500)
+    assert v.step("n3", Campaign("g", 2, "n3", 8), now=2000).persist == {"g": Promise(2, "n3")}
+
+
+def test_voter_pushes_lease_ended_to_the_candidates_it_refused() -> None:
+    v = voter()
+    v.step("n2", Campaign("g", 1, "n2", 1), now=0)
+    v.step("n3", Campaign("g", 2, "n3", 1), now=100)
+    assert v.wake_at() == 2000
+    assert v.tick(1999).messages == []
+    assert v.tick(2000).messages == [Send("n3", LeaseEnded("g", 1, "v1", "n2"))]
+    assert v.tick(2001).messages == []  # once
+
+
+def test_voter_renews_only_the_holder_of_its_current_promise() -> None:
+    v = voter()
+    v.step("n2", Campaign("g", 3, "n2", 1), now=0)
+    assert only(v.step("n2", Renew("g", 3, "n2", 2), now=1500), Renewed).round == 2
+    assert v.lease("g", now=3000) == ("n2", 3, 500)
+    assert only(v.step("n3", Renew("g", 3, "n3", 3), now=1600), Refuse).reason is RefuseReason.NOT_HOLDER
+    assert only(v.step("n2", Renew("g", 2, "n2", 4), now=1600), Refuse).reason is RefuseReason.NOT_HOLDER
+
+
+def test_release_ends_the_lease_at_once_and_wakes_the_waiters() -> None:
+    v = voter()
+    v.step("n2", Campaign("g", 3, "n2", 1), now=0)
+    v.step("n3", Campaign("g", 4, "n3", 1), now=10)
+    out = v.step("n2", Release("g", 3, "n2"), now=20)
+    assert out.messages == [Send("n3", LeaseEnded("g", 3, "v1", "n2"))]
+    assert v.lease("g", now=20)[0] is None
+    assert only(v.step("n3", Campaign("g", 4, "n3", 2), now=21), Grant)
+    assert v.step("n1", Release("g", 3, "n2"), now=22).messages == []  # a stale release changes nothing
+
+
+def test_restarted_voter_backs_no_new_holder_for_a_lease_but_keeps_its_promise() -> None:
+    v = voter({"g": Promise(7, "n2")}, now=1000)
+    refuse = only(v.step("n3", Campaign("g", 8, "n3", 1), now=1500), Refuse)
+    assert refuse.reason is RefuseReason.RESTARTING and refuse.lease_remaining_ms == 1500
+    assert only(v.step("n3", Campaign("g", 6, "n3", 2), now=3500), Refuse).reason is RefuseReason.PROMISED
+    assert only(v.step("n2", Renew("g", 7, "n2", 3), now=1500), Renewed)  # the old holder may renew
+    # ... which extends its lease past the quiet period.
+    assert only(v.step("n3", Campaign("g", 8, "n3", 4), now=3100), Refuse).reason is RefuseReason.LEASE_LIVE
+    assert only(v.step("n3", Campaign("g", 8, "n3", 5), now=3500), Grant)
+
+
+def test_a_group_the_voter_never_promised_has_no_quiet_period() -> None:
+    v = voter({"g": Promise(7, "n2")}, now=1000)
+    assert only(v.step("n3", Campaign("other", 1, "n3", 1), now=1001), Grant)
+
+
+# -- candidate ------------------------------------------------------------------------------------------
+
+
+def candidate(node_id: str = "n1", now: float = 0.0, seed: int = 1) -> Candidate:
+    return Candidate(node_id, "g", VOTERS, TIMING, random.Random(seed), now)
+
+
+def campaign(c: Candidate, now: float) -> Campaign:
+    out = c.tick(now)
+    sends = [s for s in out.messages if isinstance(s.message, Campaign)]
+    assert [s.to for s in sends] == list(VOTERS)
+    return sends[0].message
+
+
+def test_candidate_campaigns_soon_after_start_with_the_next_epoch() -> None:
+    c = candidate()
+    assert c.wake_at() is not None and c.wake_at() <= TIMING.jitter_ms
+    msg = campaign(c, now=c.wake_at())
+    assert (msg.epoch, msg.candidate) == (1, "n1")
+    assert c.role is Role.CANDIDATE
+
+
+def test_majority_of_grants_makes_a_leader_whose_lease_belief_is_conservative() -> None:
+    c = candidate()
+    started = c.wake_at()
+    msg = campaign(c, started)
+    assert c.step("n1", Grant("g", 1, "n1", "n1", msg.round, "s1"), now=started + 1).events == []
+    out = c.step("n2", Grant("g", 1, "n1", "n2", msg.round, "s2"), now=started + 2)
+    [event] = out.events
+    assert isinstance(event, BecameLeader)
+    assert event.signatures == {"n1": "s1", "n2": "s2"}
+    # Counted from the round's start (before any voter started its timer), shortened by drift and margin.
+    assert event.deadline == started + 2000 * 0.99 - 20
+    assert c.is_leader(event.deadline - 1) and not c.is_leader(event.deadline)
+
+
+def test_outbid_by_an_unknown_promise_the_campaign_retries_above_it_at_once() -> None:
+    c = candidate()
+    msg = campaign(c, c.wake_at())
+    c.step("n1", Grant("g", 1, "n1", "n1", msg.round, "s"), now=5)
+    out = c.step("n2", Refuse("g", 1, "n2", msg.round, RefuseReason.PROMISED, 9, None, 0), now=6)
+    [failed] = out.events
+    assert isinstance(failed, CampaignFailed) and failed.retry_at == 6 and c.role is Role.FOLLOWER
+    # It gives back what it was granted, without waking waiters (a rival would wake at the same moment).
+    assert [s for s in out.messages if isinstance(s.message, Release)] == [
+        Send("n1", Release("g", 1, "n1", abandoned=True))
+    ]
+    assert campaign(c, 6).epoch == 10
+
+
+def test_a_campaign_refused_by_a_majority_backs_off_at_random() -> None:
+    c = candidate()
+    msg = campaign(c, c.wake_at())
+    for voter_id in ("n2", "n3"):  # a rival's fresh grants (same epoch): a split vote, not a leader
+        refuse = Refuse("g", 1, voter_id, msg.round, RefuseReason.LEASE_LIVE, 1, "n2", 1900)
+        out = c.step(voter_id, refuse, now=6)
+    [failed] = out.events
+    assert isinstance(failed, CampaignFailed)
+    assert 6 < failed.retry_at <= 6 + 2 * TIMING.request_timeout_ms + TIMING.jitter_ms
+
+
+def test_a_refusal_by_a_lease_that_ends_within_the_round_is_retried_not_counted() -> None:
+    c = candidate()
+    start = c.wake_at()
+    msg = campaign(c, start)
+    c.step("n1", Grant("g", 1, "n1", "n1", msg.round, "s"), now=start + 1)
+    c.step("n2", Refuse("g", 1, "n2", msg.round, RefuseReason.LEASE_LIVE, 0, "n3", 3.0), now=start + 2)
+    assert c.role is Role.CANDIDATE
+    out = c.tick(start + 6)
+    assert out.messages == [Send("n2", Campaign("g", 1, "n1", msg.round))]
+    out = c.step("n2", Grant("g", 1, "n1", "n2", msg.round, "s2"), now=start + 7)
+    assert isinstance(out.events[0], BecameLeader)
+
+
+def test_a_follower_campaigns_when_the_voters_say_the_lease_ended() -> None:
+    c = candidate()
+    msg = campaign(c, c.wake_at())
+    for v in ("n2", "n3"):
+        c.step(v, Refuse("g", 1, v, msg.round, RefuseReason.LEASE_LIVE, 0, "n2", 1900), now=10)
+    assert c.role is Role.FOLLOWER
+    assert c.wake_at() > 1910  # the fallback timer, for a lost push
+    c.step("n2", LeaseEnded("g", 0, "n2", "n2"), now=1910)
+    assert c.wake_at() <= 1910 + TIMING.jitter_ms
+    assert campaign(c, c.wake_at()).epoch == 2
+
+
+def leader(now: float = 0.0) -> Candidate:
+    c = candidate(now=now)
+    msg = campaign(c, c.wake_at())
+    for v in ("n1", "n2"):
+        c.step(v, Grant("g", 1, "n1", v, msg.round, "s"), now=c.wake_at() or 0)
+    assert c.role is Role.LEADER
+    return c
+
+
+def test_leader_renews_every_renew_interval_and_majority_renewals_move_the_deadline() -> None:
+    c = leader()
+    first_deadline = c.deadline
+    renew_at = c.wake_at()
+    assert renew_at is not None and renew_at <= TIMING.renew_ms + TIMING.jitter_ms
+    out = c.tick(renew_at)
+    renews = [s.message for s in out.messages if isinstance(s.message, Renew)]
+    assert len(renews) == 3
+    c.step("n1", Renewed("g", 1, "n1", renews[0].round), now=renew_at + 1)
+    [event] = c.step("n2", Renewed("g", 1, "n2", renews[0].round), now=renew_at + 2).events
+    assert isinstance(event, LeaseExtended)
+    assert c.deadline == renew_at + TIMING.trusted_ms > first_deadline
+
+
+def test_leader_steps_down_when_the_deadline_passes_without_a_majority_renewal() -> None:
+    c = leader()
+    deadline = c.deadline
+    now = c.wake_at()
+    while now is not None and now < deadline:
+        c.tick(now)  # renewals go out; nobody answers
+        now = c.wake_at()
+    out = c.tick(deadline)
+    assert [e for e in out.events if isinstance(e, SteppedDown)] == [SteppedDown("g", 1, "lease_expired")]
+    assert not c.is_leader(deadline)
+
+
+def test_release_tells_every_voter_and_stops_campaigning() -> None:
+    c = leader()
+    out = c.release(now=100)
+    assert [s.to for s in out.messages if isinstance(s.message, Release)] == list(VOTERS)
+    assert out.events == [SteppedDown("g", 1, "released")]
+    assert c.wake_at() is None
+    c.step("n2", LeaseEnded("g", 1, "n2", "n3"), now=200)
+    assert c.wake_at() is None
+
+
+def test_a_409_from_the_storage_makes_the_leader_step_down_at_once() -> None:
+    c = leader()
+    assert c.fenced(1, now=50).events == []  # its own epoch: not a newer leader
+    assert c.fenced(3, now=60).events == [SteppedDown("g", 1, "fenced")]
+    assert c.highest_seen == 3
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_candidates_draw_their_timing_from_the_injected_rng(seed: int) -> None:
+    a, b = candidate(seed=seed), candidate(seed=seed)
+    assert a.wake_at() == b.wake_at()

@@ -88,6 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--base-port", type=_port, default=7100, help="port of n1; n2 gets the next, ...")
     init.add_argument("--lease-ms", type=int, default=2000, help="lease length (default 2000)")
 
+    node = commands.add_parser("node", help="elector nodes")
+    node_commands = node.add_subparsers(dest="node_command", required=True)
+    run = node_commands.add_parser("run", help="run a voter and a candidate per group")
+    run.add_argument("--cluster", required=True, help="cluster.toml from `fencekeeper cluster init`")
+    run.add_argument("--id", required=True, help="this member's id (n1, n2, ...)")
+    run.add_argument("--data-dir", required=True, help="where the voter keeps its promises (fsynced)")
+    run.add_argument(
+        "--group", action="append", dest="groups", help="an election group (= storage namespace); repeatable"
+    )
+    run.add_argument("--log-file", help="write JSON log lines here instead of stderr")
+    status = node_commands.add_parser("status", help="each member's view of each group, as a table")
+    status.add_argument("--cluster", required=True)
+
     commands.add_parser("demo", help="a scripted walkthrough of fenced writes on the embedded default")
     return parser
 
@@ -103,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from fencekeeper import cluster_commands
 
             return cluster_commands.run(args)
+        if args.command == "node":
+            from fencekeeper import node_commands
+
+            return node_commands.run(args)
         if args.command == "demo":
             from fencekeeper.demo import run_demo
 

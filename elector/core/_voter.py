@@ -65,6 +65,10 @@ class Voter:
     def promise(self, group: str) -> Promise:
         return self._promises.get(group, Promise())
 
+    def promises(self) -> dict[str, Promise]:
+        """Every group's promise: the whole durable state, for the runtime to write in one piece."""
+        return dict(self._promises)
+
     def lease(self, group: str, now: float) -> tuple[str | None, int, float]:
         """(holder, epoch, remaining ms) of the lease this voter backs now; holder None when none is live."""
         lease = self._leases.get(group)

@@ -28,6 +28,16 @@ def _size(value: str) -> int:
     return int(number) * units.get(unit, 1)
 
 
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not 0 < number < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a positive number: {value!r}")
+    return number
+
+
 def _db_url(value: str) -> str:
     if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         raise argparse.ArgumentTypeError(
@@ -98,8 +108,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--group", action="append", dest="groups", help="an election group (= storage namespace); repeatable"
     )
     run.add_argument("--log-file", help="write JSON log lines here instead of stderr")
+    run.add_argument(
+        "--storage",
+        metavar="URL",
+        help="run the counter workload against this storage service while leading (each group = namespace)",
+    )
+    run.add_argument("--workload-key", default="counter", help="the workload's counter key (default counter)")
+    run.add_argument(
+        "--write-interval-ms",
+        type=_positive_float,
+        default=20.0,
+        help="the workload writes this often while leading (default 20)",
+    )
     status = node_commands.add_parser("status", help="each member's view of each group, as a table")
     status.add_argument("--cluster", required=True)
+
+    from fencekeeper.sim_commands import add_parser as add_sim_parser
+
+    add_sim_parser(commands)
 
     commands.add_parser("demo", help="a scripted walkthrough of fenced writes on the embedded default")
     return parser
@@ -120,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from fencekeeper import node_commands
 
             return node_commands.run(args)
+        if args.command == "sim":
+            from fencekeeper import sim_commands
+
+            return sim_commands.run(args)
         if args.command == "demo":
             from fencekeeper.demo import run_demo
 

@@ -114,13 +114,17 @@ class Candidate:
     # -- queries ------------------------------------------------------------------------------------------
 
     def is_leader(self, now: float) -> bool:
-        return self.role is Role.LEADER and now < self.deadline
+        return self.role is Role.LEADER and self._lease_trusted(now)
+
+    def _lease_trusted(self, now: float) -> bool:
+        return now < self.deadline
 
     def wake_at(self) -> float | None:
         """The next time `tick` has something to do."""
         times = []
         if self.role is Role.LEADER:
-            times.append(self.deadline)
+            if not self._lease_trusted(self.deadline):  # true here; false only in a broken variant
+                times.append(self.deadline)
             if self._round is None:
                 times.append(self._next_renew)
         if self._round is not None:
@@ -134,7 +138,7 @@ class Candidate:
 
     def tick(self, now: float) -> Output:
         out = Output()
-        if self.role is Role.LEADER and now >= self.deadline:
+        if self.role is Role.LEADER and not self._lease_trusted(now):
             self._step_down("lease_expired", now, out)
         if self._round is not None and now >= self._round.started + self.timing.request_timeout_ms:
             self._round_timed_out(now, out)
@@ -180,6 +184,15 @@ class Candidate:
                 else:
                     rnd.refused[sender] = message
                     self._check_round(now, out)
+            case Grant() if message.holder == self.id and not (
+                self.role is Role.LEADER and message.epoch == self.epoch
+            ):
+                # A grant for a campaign already given up: it came after the refusals (or the timeout) that
+                # lost it (the voter fsyncs its promise before granting, so its answer is often the last).
+                # Give it back, as `_campaign_lost` does for the grants it saw, or that voter refuses every
+                # other candidate until the lease ends.
+                self._see(message.epoch)
+                out.messages.append(Send(sender, Release(self.group, message.epoch, self.id, abandoned=True)))
             case Refuse():
                 self._see(message.promised_epoch)
             case LeaseEnded():

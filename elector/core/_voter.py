@@ -101,6 +101,10 @@ class Voter:
 
     # -- rules ---------------------------------------------------------------------------------------------
 
+    def _blocked_by_lease(self, lease: _Lease, candidate: str, now: float) -> bool:
+        """Another holder's lease is live here: granting now could make two leaders."""
+        return lease.expires_at > now and lease.holder not in (None, candidate)
+
     def _quiet(self, group: str, now: float) -> bool:
         return now < self._quiet_until.get(group, float("-inf"))
 
@@ -126,8 +130,7 @@ class Voter:
         repeat = msg.epoch == promised.epoch and msg.candidate == promised.holder
         if msg.epoch <= promised.epoch and not repeat:
             return self._refuse(sender, msg.group, msg.epoch, msg.round, RefuseReason.PROMISED, now)
-        others_lease_live = lease.expires_at > now and lease.holder not in (None, msg.candidate)
-        if others_lease_live:
+        if self._blocked_by_lease(lease, msg.candidate, now):
             return self._refuse(sender, msg.group, msg.epoch, msg.round, RefuseReason.LEASE_LIVE, now)
         if self._quiet(msg.group, now) and msg.candidate != promised.holder:
             return self._refuse(sender, msg.group, msg.epoch, msg.round, RefuseReason.RESTARTING, now)

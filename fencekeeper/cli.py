@@ -6,6 +6,10 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from storage_service.db import DEFAULT_DB_URL
 
@@ -43,6 +47,15 @@ def _db_url(value: str) -> str:
         raise argparse.ArgumentTypeError(
             f"--db must start with sqlite+aiosqlite:// or postgresql+asyncpg:// (got {value!r})"
         )
+    try:
+        url = make_url(value)
+        url.port  # noqa: B018 - parsing the port is the check
+    except (ArgumentError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"--db {value!r} is not a valid database URL: {exc}") from None
+    if url.drivername.startswith("sqlite") and url.database and url.database != ":memory:":
+        folder = Path(url.database).parent
+        if not folder.is_dir():
+            raise argparse.ArgumentTypeError(f"--db {value!r}: the folder {folder} does not exist")
     return value
 
 

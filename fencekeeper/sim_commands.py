@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     total = run_search(args.seed, args.runs, config, args.jobs)
     seconds = max(total.seconds, 1e-9)
     print(
-        f"runs {total.runs} ({total.runs / seconds:.1f}/s), events {total.events} ({total.events / seconds:.0f}/s), "
+        f"runs {total.runs} ({total.runs / seconds:.1f}/s), "
+        f"events {total.events} ({total.events / seconds:.0f}/s), "
         f"faults injected {total.faults}, invariant checks {total.checks}, elections {total.elections}, "
         f"split-brain events {total.split_brain_events} (counted where pauses or drift beyond the bound "
         f"allow them), violations {len(total.violations)}"

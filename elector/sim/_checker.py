@@ -87,8 +87,8 @@ class Checker:
             self.checks += 2
             highest = self._max_epoch.get(write.group, 0)
             if write.epoch < highest:
-                detail = f"{write.writer} wrote {write.group} at epoch {write.epoch} after epoch {highest} was accepted"
-                raise Violation(2, detail, world.now)
+                detail = f"{write.writer} wrote {write.group} at epoch {write.epoch} after epoch {highest}"
+                raise Violation(2, detail + " was accepted", world.now)
             self._max_epoch[write.group] = write.epoch
             expected = self._last_value.get(write.group, 0) + 1
             if write.value != expected:

@@ -150,7 +150,8 @@ class Workload:
             self.phase = "reading"
             return True, [self._ask(ReadReq(self.group, self.epoch, self._next()), now)]
         if self.phase == "reading":
-            self.counter = msg.value or 0
+            assert msg.value is not None, msg  # an answer to a read always carries the counter
+            self.counter = msg.value
         else:
             self.counter += 1
         self.phase = "writing"

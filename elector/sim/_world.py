@@ -51,6 +51,7 @@ class SimNode:
     inbox: list[tuple[str, AnyMessage]] = field(default_factory=list)  # held while paused
     clock_rate: float = 1.0
     clock_offset: float = 0.0
+    incarnation: int = 0  # bumped at each restart: answers meant for an earlier life go nowhere
 
     def local(self, now: float) -> float:
         return self.clock_offset + self.clock_rate * now
@@ -152,8 +153,16 @@ class World:
             for group in self.groups
         }
         if self.storage is not None and self.write_interval_ms is not None:
+            # Request ids are unique across restarts: a reply to the previous life's request (its
+            # connection died with it) must never be taken for an answer to this life's.
             node.workloads = {
-                g: Workload(node.id, g, self.write_interval_ms, self.timing.request_timeout_ms * 2)
+                g: Workload(
+                    node.id,
+                    g,
+                    self.write_interval_ms,
+                    self.timing.request_timeout_ms * 2,
+                    _req=node.incarnation << 32,
+                )
                 for g in self.groups
             }
 
@@ -167,6 +176,7 @@ class World:
     def restart(self, node_id: str) -> None:
         node = self.nodes[node_id]
         node.up = True
+        node.incarnation += 1
         self._boot(node)
         self._refresh(node)
 

@@ -75,7 +75,7 @@ class FencingToken:
             raise TokenError("token too long")
         try:
             body: Any = json.loads(unb64url(raw.strip()))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # "[[[[..." nests too deep
             raise TokenError("not base64url JSON") from exc
         if not isinstance(body, dict):
             raise TokenError("not a JSON object")

@@ -6,7 +6,6 @@ import base64
 import binascii
 import json
 import logging
-import re
 from datetime import UTC
 from typing import Any
 
@@ -16,6 +15,18 @@ from sqlalchemy import text
 
 from storage_service.keys import CONFIG, METRICS, STORE
 from storage_service.logs import log_event
+from storage_service.names import (
+    BASE64_RE,
+    CONTENT_TYPE_RE,
+    ETAG_RE,
+    KEY_MAX_LENGTH,
+    KEY_RE,
+    MAX_BATCH_OPS,
+    MAX_INT64,
+    MAX_PAGE,
+    NAMESPACE_RE,
+    WRITER_RE,
+)
 from storage_service.openapi import openapi_document
 from storage_service.problems import Problem
 from storage_service.store import (
@@ -27,17 +38,9 @@ from storage_service.store import (
     Writer,
     WriteResult,
 )
-from storage_service.tokens import Token
+from storage_service.tokens import PlainEpochVerifier, Token
 
 log = logging.getLogger("storage_service")
-
-NAMESPACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-KEY_RE = re.compile(r"[A-Za-z0-9._~-][A-Za-z0-9._~/-]{0,511}")
-_ETAG_RE = re.compile(r'"([0-9]{1,18})"')
-_WRITER_RE = re.compile(r"[\x21-\x7e]{1,256}")
-_CONTENT_TYPE_RE = re.compile(r"[\x20-\x7e]{1,255}")
-MAX_BATCH_OPS = 1000
-MAX_PAGE = 1000
 
 
 # -- request parsing -------------------------------------------------------------------------------------
@@ -55,20 +58,20 @@ def _namespace(request: web.Request) -> str:
 
 
 def _check_key(key: Any, index: int | None = None) -> str:
-    if not isinstance(key, str) or not KEY_RE.fullmatch(key) or ".." in key.split("/") or "//" in key:
+    if not isinstance(key, str) or len(key) > KEY_MAX_LENGTH or not KEY_RE.fullmatch(key):
         where = f"operation {index}: " if index is not None else ""
         raise Problem(
             400,
             "invalid-name",
-            f"{where}key must be 1-512 of A-Z a-z 0-9 . _ ~ - /, not start with /, "
-            "and have no empty or '..' segment",
+            f"{where}key must be 1-{KEY_MAX_LENGTH} of A-Z a-z 0-9 . _ ~ - /, in '/'-separated segments "
+            "none of which is empty, '.' or '..'",
         )
     return key
 
 
 def _writer(request: web.Request) -> Writer:
     name = request.headers.get("Fencing-Writer")
-    if name is not None and not _WRITER_RE.fullmatch(name):
+    if name is not None and not WRITER_RE.fullmatch(name):
         raise Problem(400, "invalid-request", "Fencing-Writer must be 1-256 visible ASCII characters")
     return Writer(name, request.remote)
 
@@ -79,7 +82,7 @@ def _if_match(raw: str | None) -> int | str | None:
     raw = raw.strip()
     if raw == "*":
         return "*"
-    match = _ETAG_RE.fullmatch(raw)
+    match = ETAG_RE.fullmatch(raw)
     if match is None:
         raise Problem(400, "invalid-request", 'If-Match must be * or one strong ETag such as "3"')
     return int(match.group(1))
@@ -89,7 +92,8 @@ def _query_int(request: web.Request, name: str, default: int, low: int, high: in
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+    # Bound the length before int(): a long enough digit string makes int() raise (and costs quadratic time).
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or not low <= int(raw) <= high:
         raise Problem(400, "invalid-request", f"query parameter {name} must be an integer in [{low}, {high}]")
     return int(raw)
 
@@ -191,7 +195,7 @@ async def put_object(request: web.Request) -> web.Response:
     key = _check_key(request.match_info["key"])
     if_match = _if_match(request.headers.get("If-Match"))
     content_type = request.headers.get("Content-Type", "application/octet-stream")
-    if not _CONTENT_TYPE_RE.fullmatch(content_type):
+    if not CONTENT_TYPE_RE.fullmatch(content_type):
         raise Problem(400, "invalid-request", "Content-Type must be 1-255 printable ASCII characters")
     token, writer = await _authorize(request, namespace, "put", key)
     value = await request.read()
@@ -263,6 +267,21 @@ async def raise_fence(request: web.Request) -> web.Response:
     )
 
 
+def _batch_if_match(raw: Any, index: int) -> int | str | None:
+    """A batch operation's if_match: None, "*" or a version (JSON does not tell 3 from 3.0: both are 3)."""
+    if raw is None or raw == "*":
+        return raw
+    if isinstance(raw, float) and raw.is_integer():
+        raw = int(raw)
+    if isinstance(raw, int) and not isinstance(raw, bool) and 1 <= raw <= MAX_INT64:
+        return raw
+    raise Problem(
+        400,
+        "invalid-request",
+        f'operation {index}: if_match must be a version (integer 1 to {MAX_INT64}) or "*"',
+    )
+
+
 def _batch_ops(payload: Any) -> list[PutOp | DeleteOp]:
     def bad(detail: str) -> Problem:
         return Problem(400, "invalid-request", detail)
@@ -277,12 +296,7 @@ def _batch_ops(payload: Any) -> list[PutOp | DeleteOp]:
         if not isinstance(item, dict) or item.get("op") not in ("put", "delete"):
             raise bad(f'operation {index}: needs "op": "put" or "delete"')
         key = _check_key(item.get("key"), index)
-        if_match = item.get("if_match")
-        if if_match is not None and not (
-            if_match == "*"
-            or (isinstance(if_match, int) and not isinstance(if_match, bool) and if_match >= 1)
-        ):
-            raise bad(f'operation {index}: if_match must be a version (integer >= 1) or "*"')
+        if_match = _batch_if_match(item.get("if_match"), index)
         if item["op"] == "delete":
             ops.append(DeleteOp(key, if_match))
             continue
@@ -290,7 +304,9 @@ def _batch_ops(payload: Any) -> list[PutOp | DeleteOp]:
         content_type = item.get("content_type", "application/octet-stream")
         if not isinstance(value, str) or encoding not in ("utf-8", "base64"):
             raise bad(f'operation {index}: a put needs a string "value" and "encoding" utf-8 or base64')
-        if not isinstance(content_type, str) or not _CONTENT_TYPE_RE.fullmatch(content_type):
+        if encoding == "base64" and not BASE64_RE.fullmatch(value):
+            raise bad(f"operation {index}: value is not valid base64 (RFC 4648, padded)")
+        if not isinstance(content_type, str) or not CONTENT_TYPE_RE.fullmatch(content_type):
             raise bad(f"operation {index}: content_type must be 1-255 printable ASCII characters")
         try:
             data = base64.b64decode(value, validate=True) if encoding == "base64" else value.encode()
@@ -307,7 +323,7 @@ async def batch(request: web.Request) -> web.Response:
     namespace = _namespace(request)
     try:
         payload = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         raise Problem(400, "invalid-request", "the body is not valid JSON") from None
     ops = _batch_ops(payload)
     token, writer = await _authorize(request, namespace, "batch", None)
@@ -392,21 +408,25 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
+    epoch_tokens = isinstance(request.app[CONFIG].verifier, PlainEpochVerifier)
+    return web.json_response(openapi_document(epoch_tokens=epoch_tokens))
 
 
 def add_routes(app: web.Application) -> None:
-    objects = "/v1/namespaces/{ns}/objects/{key:.+}"
+    # The route patterns take any segment (the namespace) and any rest of the path (the key), newlines and
+    # braces included, so that a bad name is the handler's 400, not the router's 404.
+    namespace = "/v1/namespaces/{ns:[^/]+}"
+    objects = namespace + r"/objects/{key:[\s\S]+}"
     app.router.add_routes(
         [
             web.put(objects, put_object),
             web.get(objects, get_object, allow_head=False),
             web.delete(objects, delete_object),
-            web.post("/v1/namespaces/{ns}/fence", raise_fence),
-            web.post("/v1/namespaces/{ns}/batch", batch),
-            web.get("/v1/namespaces/{ns}", namespace_info, allow_head=False),
-            web.get("/v1/namespaces/{ns}/history", write_history, allow_head=False),
-            web.get("/v1/namespaces/{ns}/rejections", rejected_writes, allow_head=False),
+            web.post(namespace + "/fence", raise_fence),
+            web.post(namespace + "/batch", batch),
+            web.get(namespace, namespace_info, allow_head=False),
+            web.get(namespace + "/history", write_history, allow_head=False),
+            web.get(namespace + "/rejections", rejected_writes, allow_head=False),
             web.get("/healthz", healthz, allow_head=False),
             web.get("/readyz", readyz, allow_head=False),
             web.get("/metrics", metrics, allow_head=False),

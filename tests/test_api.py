@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 
+from yarl import URL
+
 from tests.conftest import MakeClient
 
 NS = "/v1/namespaces/orders"
@@ -232,3 +234,85 @@ async def test_operational_endpoints(client) -> None:
     assert resp.status == 404 and resp.content_type == "application/problem+json"
     resp = await client.patch(f"{NS}/objects/k", data=b"x")
     assert resp.status == 405 and resp.content_type == "application/problem+json"
+
+
+# -- regressions found while checking the service against /openapi.json -----------------------------------
+
+
+async def test_huge_query_integers_are_400_not_500(client) -> None:
+    # int() refuses more than 4300 digits; the handler used to call it before bounding the length.
+    for path in ("history", "rejections"):
+        for query in ("after=" + "1" * 5000, "limit=" + "0" * 30 + "5", "after=" + "9" * 20):
+            resp = await client.get(f"{NS}/{path}?{query}")
+            assert resp.status == 400, (path, query[:30])
+            assert resp.content_type == "application/problem+json"
+
+
+async def test_batch_if_match_beyond_bigint_is_400_not_500(client) -> None:
+    await client.put(f"{NS}/objects/a", data=b"1", headers=token(1))
+    for if_match in (2**63, 10**30, 0, -1, True, "1", 1.5):
+        ops = {"operations": [{"op": "put", "key": "a", "value": "2", "if_match": if_match}]}
+        resp = await client.post(f"{NS}/batch", json=ops, headers=token(1))
+        assert resp.status == 400, if_match
+        assert (await resp.json())["type"] == "urn:fencekeeper:problem:invalid-request"
+    ops = {"operations": [{"op": "delete", "key": "a", "if_match": 2**63 - 1}]}
+    assert (await client.post(f"{NS}/batch", json=ops, headers=token(1))).status == 412
+
+
+async def test_batch_if_match_may_be_an_integral_json_number(client) -> None:
+    # JSON (and JSON Schema's "integer") does not tell 1 from 1.0.
+    await client.put(f"{NS}/objects/a", data=b"1", headers=token(1))
+    ops = b'{"operations": [{"op": "put", "key": "a", "value": "2", "if_match": 1.0}]}'
+    resp = await client.post(f"{NS}/batch", data=ops, headers=token(1))
+    assert resp.status == 200
+    assert (await resp.json())["results"][0]["version"] == 2
+
+
+async def test_deeply_nested_batch_body_is_400_not_500(client) -> None:
+    resp = await client.post(f"{NS}/batch", data=b"[" * 100_000, headers=token(1))
+    assert resp.status == 400
+    assert (await resp.json())["detail"] == "the body is not valid JSON"
+
+
+async def test_batch_base64_must_be_canonical(client) -> None:
+    # base64.b64decode(validate=True) takes excess padding ("AAAA=", "AA==="); the document says RFC 4648.
+    for value in ("AAAA=", "AAAA====", "AA===", "A", "AA", "AA=A"):
+        ops = {"operations": [{"op": "put", "key": "a", "value": value, "encoding": "base64"}]}
+        resp = await client.post(f"{NS}/batch", json=ops, headers=token(1))
+        assert resp.status == 400, value
+    ops = {"operations": [{"op": "put", "key": "a", "value": "AA==", "encoding": "base64"}]}
+    assert (await client.post(f"{NS}/batch", json=ops, headers=token(1))).status == 200
+    assert await (await client.get(f"{NS}/objects/a")).read() == b"\x00"
+
+
+async def test_keys_with_dot_or_empty_segments_are_400(client) -> None:
+    # HTTP clients drop "." segments from a URL path: /objects/a/./b is sent as /objects/a/b, so such a key
+    # could be written (percent-encoded, or in a batch) but not read back. "a/" has an empty last segment.
+    for encoded in ("%2E", "a/%2E", "a/%2E/b", "%2E/a", "a/", "a/b/"):
+        url = URL(f"{client.make_url('/')}{NS[1:]}/objects/{encoded}", encoded=True)  # sent as is
+        resp = await client.session.put(url, data=b"x", headers=token(1))
+        assert resp.status == 400, encoded
+        assert (await resp.json())["type"] == "urn:fencekeeper:problem:invalid-name"
+    for key in (".", "a/.", "a/./b", "a/", "./a"):
+        ops = {"operations": [{"op": "put", "key": key, "value": "x"}]}
+        assert (await client.post(f"{NS}/batch", json=ops, headers=token(1))).status == 400, key
+    for key in ("...", ".a", "a/..b", "a.b/c~d_e-f"):
+        assert (await client.put(f"{NS}/objects/{key}", data=b"x", headers=token(1))).status == 200, key
+    assert (await client.get(f"{NS}/objects/a/..b")).status == 200
+
+
+async def test_names_the_router_used_to_miss_are_400_not_404(client) -> None:
+    # The routes were {ns} (no braces) and {key:.+} (no newline): such a name found no route at all.
+    base = str(client.make_url("/"))
+    for method, path in (
+        ("PUT", "v1/namespaces/orders/objects/a%0Ab"),
+        ("GET", "v1/namespaces/orders/objects/%0A"),
+        ("GET", "v1/namespaces/%7B%7D"),
+        ("GET", "v1/namespaces/a%7Bb/history"),
+        ("GET", "v1/namespaces/%7D/rejections"),
+        ("POST", "v1/namespaces/%7B/fence"),
+        ("PUT", "v1/namespaces/%7B%7D/objects/k"),
+    ):
+        resp = await client.session.request(method, URL(base + path, encoded=True), headers=token(1))
+        assert resp.status == 400, (method, path)
+        assert (await resp.json())["type"] == "urn:fencekeeper:problem:invalid-name"

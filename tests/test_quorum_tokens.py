@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 
 import pytest
@@ -86,7 +87,10 @@ async def test_a_token_only_opens_its_own_namespace(client, cluster: Cluster) ->
     assert (await resp.json())["type"] == "urn:fencekeeper:problem:wrong-namespace"
 
 
-@pytest.mark.parametrize("raw", ["7", "not base64!", "bnVsbA", "eyJlcG9jaCI6IDF9"])
+NESTED = base64.urlsafe_b64encode(b"[" * 5000).decode().rstrip("=")  # once a 500 (RecursionError)
+
+
+@pytest.mark.parametrize("raw", ["7", "not base64!", "bnVsbA", "eyJlcG9jaCI6IDF9", NESTED])
 async def test_malformed_tokens_are_400(client, raw: str) -> None:
     resp = await client.put("/v1/namespaces/orders/objects/k", data=b"v", headers=header(raw))
     assert resp.status == 400

@@ -7,7 +7,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
-from sqlalchemy.exc import DBAPIError, OperationalError
+from asyncpg.exceptions import ConnectionDoesNotExistError, PostgresConnectionError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from storage_service import handlers
 from storage_service.config import StorageConfig
@@ -22,6 +24,15 @@ from storage_service.store import FencedStore
 log = logging.getLogger("storage_service")
 
 _STATUS_KINDS = {404: "not-found", 405: "method-not-allowed", 406: "not-acceptable", 413: "payload-too-large"}
+
+
+def _database_unreachable(exc: BaseException) -> bool:
+    """A failure a retry can cure: no connection, a lost one, or no free connection in time (503).
+
+    Anything else the database refuses is a bug here, not the database's state (500, logged)."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+    return isinstance(exc, PoolTimeout | OSError | PostgresConnectionError | ConnectionDoesNotExistError)
 
 
 @web.middleware
@@ -42,14 +53,15 @@ async def problem_middleware(
         if exc.status == 405 and "Allow" in exc.headers:
             problem.headers["Allow"] = exc.headers["Allow"]
         response = problem.to_response(request.path)
-    except (OperationalError, DBAPIError, OSError) as exc:
-        log_event(log, "database_error", f"database error: {exc}", logging.ERROR)
-        problem = Problem(503, "database-unavailable", "the database did not answer; retry")
-        problem.headers["Retry-After"] = "1"
+    except Exception as exc:
+        if _database_unreachable(exc):
+            log_event(log, "database_error", f"database error: {exc}", logging.ERROR)
+            problem = Problem(503, "database-unavailable", "the database did not answer; retry")
+            problem.headers["Retry-After"] = "1"
+        else:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            problem = Problem(500, "internal-error", "unexpected error; see the server log")
         response = problem.to_response(request.path)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        response = Problem(500, "internal-error", "unexpected error; see the server log").to_response()
     info = request.match_info.route.resource
     route = info.canonical if info is not None else "unmatched"
     request.app[METRICS].latency.labels(request.method, route, str(response.status)).observe(

@@ -316,3 +316,26 @@ async def test_names_the_router_used_to_miss_are_400_not_404(client) -> None:
         resp = await client.session.request(method, URL(base + path, encoded=True), headers=token(1))
         assert resp.status == 400, (method, path)
         assert (await resp.json())["type"] == "urn:fencekeeper:problem:invalid-name"
+
+
+async def test_a_bug_is_a_500_and_a_lost_database_a_503(make_client, monkeypatch) -> None:
+    from sqlalchemy.exc import DataError, OperationalError
+
+    from storage_service.store import FencedStore
+
+    client = await make_client()
+
+    async def refused(*_args, **_kwargs):
+        raise DataError("INSERT ...", {}, ValueError("value out of range"))
+
+    monkeypatch.setattr(FencedStore, "get", refused)
+    resp = await client.get(f"{NS}/objects/k")
+    assert resp.status == 500 and (await resp.json())["type"] == "urn:fencekeeper:problem:internal-error"
+
+    async def unreachable(*_args, **_kwargs):
+        raise OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+
+    monkeypatch.setattr(FencedStore, "get", unreachable)
+    resp = await client.get(f"{NS}/objects/k")
+    assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+    assert (await resp.json())["type"] == "urn:fencekeeper:problem:database-unavailable"

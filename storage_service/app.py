@@ -7,7 +7,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
-from asyncpg.exceptions import ConnectionDoesNotExistError, PostgresConnectionError
+from asyncpg.exceptions import (
+    ConnectionDoesNotExistError,
+    OperatorInterventionError,
+    PostgresConnectionError,
+)
+from asyncpg.exceptions import InterfaceError as AsyncpgInterfaceError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -26,13 +31,29 @@ log = logging.getLogger("storage_service")
 _STATUS_KINDS = {404: "not-found", 405: "method-not-allowed", 406: "not-acceptable", 413: "payload-too-large"}
 
 
-def _database_unreachable(exc: BaseException) -> bool:
-    """A failure a retry can cure: no connection, a lost one, or no free connection in time (503).
+_UNREACHABLE = (
+    PoolTimeout,  # no free connection in time
+    OperationalError,  # SQLite busy or unopenable; a driver's own connection failures
+    InterfaceError,
+    OSError,  # refused, reset, timed out
+    PostgresConnectionError,  # SQLSTATE class 08
+    OperatorInterventionError,  # class 57: shutting down, starting up, crash recovery
+    ConnectionDoesNotExistError,
+    AsyncpgInterfaceError,  # "connection is closed"
+)
 
-    Anything else the database refuses is a bug here, not the database's state (500, logged)."""
-    if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
-    return isinstance(exc, PoolTimeout | OSError | PostgresConnectionError | ConnectionDoesNotExistError)
+
+def _database_unreachable(exc: BaseException) -> bool:
+    """A failure a retry can cure: no connection, a lost one, a database restarting (503).
+
+    SQLAlchemy wraps the driver's exception, so the whole cause chain is looked at. Anything else the
+    database refuses is a bug here, not the database's state (500, logged)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, _UNREACHABLE) or (isinstance(seen, DBAPIError) and seen.connection_invalidated):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 @web.middleware

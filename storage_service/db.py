@@ -18,6 +18,7 @@ from sqlalchemy import (
     event,
     func,
 )
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 metadata = MetaData()
@@ -90,6 +91,7 @@ def make_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
     SQLite: every transaction starts with BEGIN IMMEDIATE, so the fence read and the write that depends
     on it are serialised against every other writer (no lock upgrade, no "database is locked" halfway);
     WAL with synchronous=FULL makes an acknowledged write survive a crash of the process and of the host.
+    PostgreSQL: `pool_size` connections, no more (see below).
     """
     if is_sqlite(url):
         engine = create_async_engine(url, connect_args={"timeout": 30})
@@ -108,4 +110,16 @@ def make_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # A fixed-size pool: with overflow connections, a burst of returns finds the pool's queue full and
+    # closes them, and the next burst opens new ones (a PostgreSQL backend each), over and over under load.
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=0)
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _check_alive(dbapi_connection, _record, _proxy) -> None:
+        # Instead of pool_pre_ping (three round trips per checkout with asyncpg: BEGIN, ping, ROLLBACK):
+        # asyncpg notices at once when the server closes a connection (a restart, a crash, a terminated
+        # backend), so a closed one is replaced before use, and with it every connection opened before it.
+        if dbapi_connection.driver_connection.is_closed():
+            raise InvalidatePoolError("the database closed this connection")
+
+    return engine

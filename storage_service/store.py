@@ -12,23 +12,29 @@ an epoch below E ever commits afterwards. How the two databases keep it:
   leader's fence), plus a row lock on the fence row (`FOR SHARE`/`FOR UPDATE`), whose re-check of the
   newest row version covers a raise that committed after the writer's snapshot was taken.
 
-The hot path (a PUT at the current fence epoch, no If-Match) is one statement on PostgreSQL; everything
-else goes through `_guarded`, which works on both databases.
+On PostgreSQL the hot path (a PUT at the current fence epoch, no If-Match) and a fence raise are one
+statement each, the same locks inside, run in autocommit on the asyncpg connection (the statement is the
+transaction: one round trip); raises have two connections of their own, so that they never queue behind
+the writers they are about to fence. Everything else goes through `_guarded`, which works on both databases.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import func, select, text, update
+import asyncpg
+from sqlalchemy import event, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.util import greenlet_spawn
 
-from storage_service.db import fences, history, is_sqlite, objects, rejections
+from storage_service.db import fences, history, is_sqlite, make_engine, objects, rejections
 
 T = TypeVar("T")
 
@@ -116,24 +122,33 @@ class ObjectNotFound(StoreError):
         self.index = index
 
 
+@functools.lru_cache(maxsize=1024)
 def _lock_key(namespace: str) -> int:
     """A signed 32-bit key for the namespace's advisory lock; a collision only makes two namespaces queue."""
     return int.from_bytes(hashlib.blake2b(namespace.encode(), digest_size=4).digest(), "big", signed=True)
 
 
-# One statement: shared locks, fence check, upsert and history insert. The fence CTE returns a row only
-# when the namespace's fence equals the token's epoch; every insert depends on it, so a miss writes nothing.
-_PG_FAST_PUT = text(
-    """
-    WITH lk AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(:lock_class, :lock_key) AS l),
-    f AS (
+# The hot path's statements go to the pooled connection's asyncpg driver connection as they are (positional
+# parameters; asyncpg prepares each once per connection) and run in autocommit: the statement is its own
+# transaction, so its locks last exactly as long as the write, and a PUT is one round trip to the database.
+# Parameters: $1 namespace, $2 key, $3 value, $4 content type, $5 epoch, $6 at, $7 writer; the fenced
+# statement adds $8 and $9, the advisory lock's class and key.
+
+# One statement: shared locks, fence check, upsert and history insert. `fl` is the fence row, share-locked
+# (its newest version, re-read if a raise committed after this statement's snapshot); `f` is that row only
+# when it equals the token's epoch, and every insert depends on it, so a miss writes nothing and returns
+# the fence that refused it.
+_PG_FAST_PUT = """
+    WITH lk AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared($8, $9) AS l),
+    fl AS (
         SELECT epoch FROM fences
-        WHERE namespace = :ns AND epoch = :epoch AND EXISTS (SELECT 1 FROM lk)
+        WHERE namespace = $1 AND EXISTS (SELECT 1 FROM lk)
         FOR SHARE
     ),
+    f AS (SELECT epoch FROM fl WHERE epoch = $5),
     o AS (
         INSERT INTO objects AS cur (namespace, key, value, content_type, version, epoch, updated_at)
-        SELECT :ns, :key, :value, :ct, 1, :epoch, :at FROM f
+        SELECT $1, $2, $3, $4, 1, $5, $6 FROM f
         ON CONFLICT (namespace, key) DO UPDATE SET
             value = excluded.value, content_type = excluded.content_type,
             version = cur.version + 1, epoch = excluded.epoch, updated_at = excluded.updated_at
@@ -141,19 +156,43 @@ _PG_FAST_PUT = text(
     ),
     h AS (
         INSERT INTO write_history (namespace, key, op, epoch, version, value, writer, at)
-        SELECT :ns, :key, 'put', :epoch, o.version, :value, :writer, :at FROM o
+        SELECT $1, $2, 'put', $5, o.version, $3, $7, $6 FROM o
         RETURNING seq
     )
-    SELECT (SELECT version FROM o) AS version, (SELECT seq FROM h) AS seq
-    """
-)
+    SELECT (SELECT version FROM o) AS version, (SELECT seq FROM h) AS seq, (SELECT epoch FROM fl) AS fence
+"""
+
+# A fence raise in one statement: the exclusive lock (it waits until the writers holding the shared one are
+# done, and writers that come later queue behind it), the fence row locked FOR UPDATE (its newest version),
+# and the new epoch written if it is higher. `previous` is NULL when the namespace has no fence in this
+# statement's snapshot: its first raise takes the general path.
+_PG_RAISE = """
+    WITH lk AS MATERIALIZED (SELECT pg_advisory_xact_lock($3, $4) AS l),
+    cur AS (
+        SELECT epoch FROM fences
+        WHERE namespace = $1 AND EXISTS (SELECT 1 FROM lk)
+        FOR UPDATE
+    ),
+    up AS (
+        UPDATE fences SET epoch = $2, raised_at = $5
+        WHERE namespace = $1 AND epoch < $2 AND EXISTS (SELECT 1 FROM cur)
+        RETURNING epoch
+    )
+    SELECT (SELECT epoch FROM cur) AS previous
+"""
+
+# A refused write, for the audit trail: one statement, like the write it stands for.
+_PG_REJECT = """
+    INSERT INTO rejected_writes (namespace, key, op, token_epoch, current_epoch, writer, reason, remote, at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    RETURNING seq
+"""
 
 # The control arm (`--fencing off`): the same upsert and history insert with no fence in front of them.
-_PG_UNFENCED_PUT = text(
-    """
+_PG_UNFENCED_PUT = """
     WITH o AS (
         INSERT INTO objects AS cur (namespace, key, value, content_type, version, epoch, updated_at)
-        VALUES (:ns, :key, :value, :ct, 1, :epoch, :at)
+        VALUES ($1, $2, $3, $4, 1, $5, $6)
         ON CONFLICT (namespace, key) DO UPDATE SET
             value = excluded.value, content_type = excluded.content_type,
             version = cur.version + 1, epoch = excluded.epoch, updated_at = excluded.updated_at
@@ -161,12 +200,11 @@ _PG_UNFENCED_PUT = text(
     ),
     h AS (
         INSERT INTO write_history (namespace, key, op, epoch, version, value, writer, at)
-        SELECT :ns, :key, 'put', :epoch, o.version, :value, :writer, :at FROM o
+        SELECT $1, $2, 'put', $5, o.version, $3, $7, $6 FROM o
         RETURNING seq
     )
     SELECT (SELECT version FROM o) AS version, (SELECT seq FROM h) AS seq
-    """
-)
+"""
 
 
 class FencedStore:
@@ -188,6 +226,19 @@ class FencedStore:
         self.clock = clock  # wall clock, for the audit trail only; never for a decision
         self._sqlite = is_sqlite(str(engine.url))
         self._insert = sqlite.insert if self._sqlite else postgresql.insert
+        self._raise_engine: AsyncEngine | None = None
+
+    def _raise_pool(self) -> AsyncEngine:
+        """PostgreSQL connections for fence raises only, disposed of with the main engine.
+
+        Under load the main pool has a queue of writers in front of it as long as the number of clients;
+        a raise must not wait behind the very writes it is about to fence.
+        """
+        if self._raise_engine is None:
+            engine = make_engine(self.engine.url.render_as_string(hide_password=False), pool_size=2)
+            event.listen(self.engine.sync_engine, "engine_disposed", lambda _: engine.sync_engine.dispose())
+            self._raise_engine = engine
+        return self._raise_engine
 
     # -- locking ---------------------------------------------------------------------------------------
 
@@ -248,6 +299,13 @@ class FencedStore:
 
     async def raise_fence(self, namespace: str, epoch: int) -> FenceResult:
         """Raise the fence to `epoch` (idempotent at the same epoch). StaleEpoch if it is already higher."""
+        if not self._sqlite:
+            args = (namespace, epoch, _ADVISORY_CLASS, _lock_key(namespace), self.clock())
+            previous = (await self._fetch_one(_PG_RAISE, args, self._raise_pool()))[0]
+            if previous is not None:
+                if epoch < previous and self.fencing:
+                    raise StaleEpoch(namespace, epoch, previous)
+                return FenceResult(namespace, max(epoch, previous), previous)
         async with self.engine.begin() as conn:
             current = await self._lock_fence(conn, namespace, exclusive=True)
             if current is not None and epoch < current:
@@ -266,23 +324,38 @@ class FencedStore:
         return (await self.write(namespace, epoch, [op], writer))[0]
 
     async def _fast_put(self, namespace: str, epoch: int, op: PutOp, writer: Writer) -> WriteResult | None:
-        """The one-statement PUT on PostgreSQL; None when the fence is not at `epoch` (nothing written)."""
-        params: dict[str, Any] = {
-            "ns": namespace,
-            "key": op.key,
-            "value": op.value,
-            "ct": op.content_type,
-            "epoch": epoch,
-            "writer": writer.name,
-            "at": self.clock(),
-        }
+        """The one-statement PUT on PostgreSQL. StaleEpoch when the fence is above `epoch`; None (nothing
+        written) when it is below or was never raised, for the general path, which raises it."""
+        args = (namespace, op.key, op.value, op.content_type, epoch, self.clock(), writer.name)
         if self.fencing:
-            params |= {"lock_class": _ADVISORY_CLASS, "lock_key": _lock_key(namespace)}
-        async with self.engine.begin() as conn:
-            row = (await conn.execute(_PG_FAST_PUT if self.fencing else _PG_UNFENCED_PUT, params)).one()
-        if row.version is None:
-            return None
-        return WriteResult(namespace, op.key, row.version, epoch, row.seq)
+            row = await self._fetch_one(_PG_FAST_PUT, (*args, _ADVISORY_CLASS, _lock_key(namespace)))
+            if row[0] is None:
+                if row[2] is not None and row[2] > epoch:
+                    raise StaleEpoch(namespace, epoch, row[2])
+                return None
+        else:
+            row = await self._fetch_one(_PG_UNFENCED_PUT, args)
+        return WriteResult(namespace, op.key, row[0], epoch, row[1])
+
+    async def _fetch_one(self, sql: str, args: tuple[Any, ...], engine: AsyncEngine | None = None) -> Any:
+        """Run one statement in autocommit on a pooled connection's asyncpg driver connection: one round
+        trip, none of SQLAlchemy's per-statement work. Errors come out as SQLAlchemy's, as on other paths."""
+        engine = engine or self.engine
+        dbapi_error = engine.dialect.loaded_dbapi.Error
+        try:
+            pooled = await engine.raw_connection()
+        except dbapi_error as exc:  # what Connection() would have wrapped (OSError passes through as there)
+            raise DBAPIError.instance(None, None, exc, dbapi_error, dialect=engine.dialect) from exc
+        try:
+            row = await pooled.driver_connection.fetchrow(sql, *args)
+        except BaseException as exc:
+            # A failed or cancelled statement leaves the connection in an unknown state: drop it.
+            await greenlet_spawn(pooled.invalidate, exc)
+            if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+                raise DBAPIError(sql, None, exc, hide_parameters=True, connection_invalidated=True) from exc
+            raise
+        await greenlet_spawn(pooled.close)  # back to the pool (IO only when it must close the connection)
+        return row
 
     async def write(
         self, namespace: str, epoch: int, ops: Sequence[WriteOp], writer: Writer
@@ -402,6 +475,9 @@ class FencedStore:
         current_epoch: int | None,
         writer: Writer,
     ) -> int:
+        if not self._sqlite:
+            args = (namespace, key, op, token_epoch, current_epoch, writer.name, reason, writer.remote)
+            return (await self._fetch_one(_PG_REJECT, (*args, self.clock())))[0]
         async with self.engine.begin() as conn:
             return (
                 await conn.execute(

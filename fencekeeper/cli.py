@@ -140,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sim_parser(commands)
 
+    from fencekeeper.lab.commands import add_parser as add_lab_parser
+
+    add_lab_parser(commands)
+
     commands.add_parser("demo", help="a scripted walkthrough of fenced writes on the embedded default")
     return parser
 
@@ -163,6 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from fencekeeper import sim_commands
 
             return sim_commands.run(args)
+        if args.command == "lab":
+            from fencekeeper.lab import commands as lab_commands
+
+            return lab_commands.run(args)
         if args.command == "demo":
             from fencekeeper.demo import run_demo
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import re
 import socket
 import sys
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
@@ -17,8 +19,10 @@ from elector import cluster as cluster_file
 from elector.cluster import Cluster, ClusterFileError
 from elector.node.runtime import Node
 from elector.node.server import create_node_app
+from elector.workload import run_counter
 from fencekeeper.cli import CliError
 from storage_service.logs import configure_logging
+from storage_service.names import KEY_MAX_LENGTH, KEY_RE
 
 GROUP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a group is named like its storage namespace
 
@@ -49,14 +53,48 @@ def run_node(args: argparse.Namespace) -> int:
         raise CliError(str(exc).strip("'\"")) from None
     except OSError as exc:
         raise CliError(f"cannot use --data-dir {args.data_dir}: {exc.strerror}") from None
+    if args.storage is not None and not args.storage.startswith(("http://", "https://")):
+        raise CliError(f"--storage must be an http:// or https:// URL (got {args.storage!r})")
+    if len(args.workload_key) > KEY_MAX_LENGTH or not KEY_RE.fullmatch(args.workload_key):
+        raise CliError(f"--workload-key {args.workload_key!r} is not a storage key (A-Z a-z 0-9 . _ ~ - /)")
     host, _, port = member.address.rpartition(":")
     try:
         sock = socket.create_server((host, int(port)))
     except OSError as exc:
         raise CliError(f"cannot listen on {member.address} (member {args.id}): {exc.strerror}") from None
     configure_logging(args.log_file)
-    web.run_app(create_node_app(node), sock=sock, print=None, access_log=None)
+    app = create_node_app(node)
+    if args.storage:
+        app.cleanup_ctx.append(_workload(node, args.storage, args.workload_key, args.write_interval_ms))
+    web.run_app(app, sock=sock, print=None, access_log=None)
     return 0
+
+
+def _workload(
+    node: Node, storage_url: str, key: str, interval_ms: float
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The counter workload, one task per group: started once the node runs, cancelled before it stops.
+
+    cleanup_ctx entries run in order on startup and in reverse on shutdown, so appended after the node's
+    own entry this starts after `node.start()` and ends before `node.stop()` hands the leases over.
+    """
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        tasks = [
+            asyncio.create_task(
+                run_counter(node, group, storage_url, key=key, interval_ms=interval_ms),
+                name=f"{node.id}-workload-{group}",
+            )
+            for group in node.groups
+        ]
+        yield
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return context
 
 
 def status(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -123,3 +124,65 @@ class StorageProcess:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class NodeProcess:
+    """`fencekeeper node run` as a child process in its own session (signals reach it and nothing else).
+
+    Why a class of its own: the lab kills, pauses and restarts nodes by id many times in one run, and
+    must be able to stop every one of them whatever happened, stopped (SIGSTOP) ones included.
+    """
+
+    def __init__(self, node_id: str, args: list[str], url: str, log_file: Path, err_file: Path) -> None:
+        self.id = node_id
+        self.args = args
+        self.url = url
+        self.log_file = log_file
+        self.err_file = err_file
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def spawn(self) -> None:
+        with open(self.err_file, "ab") as err:
+            self.proc = subprocess.Popen(
+                self.args, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
+            )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            assert self.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signum)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would; returns once the process is gone."""
+        if self.proc is not None:
+            self.signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM (a graceful handover), then SIGKILL if it does not exit in time."""
+        self.signal(signal.SIGCONT)  # a stopped process cannot handle SIGTERM
+        self.signal(signal.SIGTERM)
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    async def wait_serving(self, within: float = 20.0) -> None:
+        """Return once /healthz answers; RuntimeError with the tail of its stderr if it exits first."""
+        deadline = time.monotonic() + within
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as session:
+            while time.monotonic() < deadline:
+                if not self.alive():
+                    tail = self.err_file.read_text(errors="replace")[-2000:] if self.err_file.exists() else ""
+                    raise RuntimeError(f"node {self.id} exited: {tail}")
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with session.get(self.url + "/healthz") as resp:
+                        if resp.status == 200:
+                            return
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"node {self.id} did not serve on {self.url} within {within:.0f} s")

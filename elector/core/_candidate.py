@@ -40,6 +40,7 @@ from elector.core._quorum import cannot_reach, majority
 
 _RETRY_SLACK_MS = 1.0
 _MAX_OUTBID_RETRIES = 2
+_TURN_JITTER_MS = 1.0
 
 
 class Rng(Protocol):
@@ -63,8 +64,11 @@ class CandidateTiming:
 
     @property
     def slot_ms(self) -> float:
-        """Turn length when candidates take turns to campaign: a few round trips on a healthy network."""
-        return max(5.0, self.request_timeout_ms / 25)
+        """Turn length when candidates take turns to campaign: long enough for the first one's campaign to
+        reach the next one's voter on a busy machine (a message can take ten milliseconds there, and more
+        than a slot means a split vote, which costs a round timeout and a backoff), a small part of the
+        lease. The turns after the first are taken only when the candidates before are down."""
+        return max(5.0, self.request_timeout_ms / 5)
 
     @property
     def jitter_ms(self) -> float:
@@ -234,16 +238,17 @@ class Candidate:
         """Delay before campaigning on LeaseEnded: every candidate hears it at once, so they take turns.
 
         Each takes a slot by its place among the voters other than the previous holder (gone, or
-        handing over), plus seeded jitter within the slot: the first campaign reaches the voters before
-        the second starts, so votes rarely split. The order must be the same at every candidate, so it
-        depends on nothing but the member list and the message.
+        handing over), plus up to a millisecond of seeded jitter: the first campaign reaches the voters
+        before the second starts, so votes rarely split, and the first one starts at once (a handover
+        waits for no more than that). The order must be the same at every candidate, so it depends on
+        nothing but the member list and the message.
         """
         order = [v for v in self.voters if v != previous_holder]
         if self.id not in order:
             return self._rng.uniform(0, self.timing.jitter_ms)
         rank = order.index(self.id)
         slot = self.timing.slot_ms
-        return rank * slot + self._rng.uniform(0, slot / 2)
+        return rank * slot + self._rng.uniform(0, min(slot / 2, _TURN_JITTER_MS))
 
     def _see(self, epoch: int) -> None:
         self.highest_seen = max(self.highest_seen, epoch)
@@ -313,7 +318,6 @@ class Candidate:
         assert rnd is not None
         self._round = None
         self.role = Role.FOLLOWER
-        self._failures += 1
         # Give back what was granted, or those voters would block every other candidate for a lease.
         out.messages += [
             Send(v, Release(self.group, rnd.epoch, self.id, abandoned=True)) for v in sorted(rnd.granted)
@@ -333,7 +337,12 @@ class Candidate:
         elif blocked and need > 0:
             # The voters push LeaseEnded when that lease ends; this later timer only covers a lost push.
             wait = blocked[min(need, len(blocked)) - 1] + self.timing.lease_ms / 2
+            # Not a collision: the backoff counts split votes in a row only. (Counted here, a follower's
+            # periodic campaigns against a healthy leader would make the first split vote after it is gone
+            # back off for up to a whole lease.)
+            self._failures = 0
         else:
+            self._failures += 1
             backoff = min(self.timing.lease_ms, self.timing.request_timeout_ms * 2 ** min(self._failures, 6))
             wait = self._rng.uniform(0, backoff)
         if at is None:

@@ -150,8 +150,12 @@ class Node:
 
     # -- inputs -------------------------------------------------------------------------------------------
 
-    async def receive(self, sender: str, messages: list[Message]) -> list[Message]:
-        """Messages from a peer; returns the answers addressed back to it (the HTTP response body)."""
+    async def receive(self, sender: str, messages: list[Message], *, answers: bool = False) -> list[Message]:
+        """Messages from a peer; returns the answers addressed back to it (the HTTP response body).
+
+        `answers`: the messages are themselves answers (a response body, or a local voter's replies): there
+        is no response to carry anything back, so messages for `sender` leave as new requests.
+        """
         now = monotonic_ms()
         out = Output()
         for message in messages:
@@ -162,7 +166,7 @@ class Node:
                 candidate = self._candidates.get(message.group)
                 if candidate is not None:
                     out.merge(candidate.step(sender, message, now))
-        return await self._carry_out(out, reply_to=sender)
+        return await self._carry_out(out, reply_to=None if answers else sender)
 
     async def release(self, group: str, resume_after_ms: float | None = None) -> bool:
         """Hand the group's lease over now. The node campaigns again after `resume_after_ms` (None: never)."""
@@ -234,7 +238,7 @@ class Node:
     async def _carry_local(self, messages: list[Message]) -> None:
         answers = await self.receive(self.id, messages)
         if answers:
-            await self.receive(self.id, answers)
+            await self.receive(self.id, answers, answers=True)
 
     async def _post(self, peer: str, messages: list[Message]) -> None:
         assert self._session is not None
@@ -250,7 +254,7 @@ class Node:
             self.metrics.peer_errors.labels(peer).inc()
             return  # the core treats silence as silence: its rounds time out
         if replies:
-            await self.receive(peer, replies)
+            await self.receive(peer, replies, answers=True)
 
     async def _on_event(self, event: Any) -> None:
         now = monotonic_ms()

@@ -1,0 +1,301 @@
+"""The nemesis (the faults a lab run injects, each logged as a JSON line) and the scenarios built on it.
+
+Why a log: the checker measures failover from each fault and the timeline shades each fault's interval,
+so every action is one line of `nemesis.jsonl`: `at` (unix seconds), `action`, `target`, `phase`
+(`start` of a fault, `end` of it, or `instant`) and `fault` (the id pairing a start with its end).
+
+A scenario is one *cycle* (`async def cycle(lab, nemesis)`: wait for a leader, hurt it, heal, settle);
+the runner repeats it until the run's duration is spent.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fencekeeper.lab.runner import Lab
+
+
+class Nemesis:
+    """Faults on the lab's processes and proxies; every call is logged before it acts."""
+
+    def __init__(self, lab: Lab, path: Path) -> None:
+        self.lab = lab
+        self.path = path
+        self._ids = itertools.count(1)
+        self.open: dict[int, tuple[str, str]] = {}
+        self.last = ""
+
+    def log(
+        self, action: str, target: str, phase: str = "instant", fault: int | None = None, **extra: Any
+    ) -> None:
+        entry = {
+            "at": time.time(),
+            "action": action,
+            "target": target,
+            "phase": phase,
+            "fault": fault,
+            **extra,
+        }
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+        self.last = f"{action} {target}"
+
+    def start(self, action: str, target: str, **extra: Any) -> int:
+        fault = next(self._ids)
+        self.open[fault] = (action, target)
+        self.log(action, target, "start", fault, **extra)
+        return fault
+
+    def end(self, fault: int, action: str) -> None:
+        _, target = self.open.pop(fault, ("", ""))
+        self.log(action, target, "end", fault)
+
+    # -- processes ----------------------------------------------------------------------------------------
+
+    def kill(self, node: str) -> int:
+        fault = self.start("kill", node)
+        self.lab.nodes[node].kill()
+        return fault
+
+    async def restart(self, fault: int, node: str) -> None:
+        self.end(fault, "restart")
+        self.lab.nodes[node].spawn()
+        await self.lab.nodes[node].wait_serving()
+
+    def pause(self, node: str) -> int:
+        fault = self.start("pause", node)
+        self.lab.nodes[node].signal(signal.SIGSTOP)
+        return fault
+
+    def resume(self, fault: int, node: str) -> None:
+        self.end(fault, "resume")
+        self.lab.nodes[node].signal(signal.SIGCONT)
+
+    def stop_storage(self) -> int:
+        fault = self.start("storage-kill", "storage")
+        self.lab.storage.kill()
+        return fault
+
+    async def start_storage(self, fault: int) -> None:
+        self.end(fault, "storage-start")
+        await self.lab.storage.start()
+
+    # -- the network --------------------------------------------------------------------------------------
+
+    def cut(self, pairs: Iterable[tuple[str, str]], action: str = "partition", target: str = "") -> int:
+        """Cut both directions of every link between each pair (a's requests to b and b's to a)."""
+        pairs = list(pairs)
+        fault = self.start(action, target or " ".join(f"{a}|{b}" for a, b in pairs))
+        for a, b in pairs:
+            self.lab.peer_links[(a, b)].cut()
+            self.lab.peer_links[(b, a)].cut()
+        return fault
+
+    def isolate(self, node: str) -> int:
+        """`node` hears no peer and no peer hears it; the storage still does."""
+        return self.cut([(node, other) for other in self.lab.node_ids if other != node], "isolate", node)
+
+    def one_way(self, src: str, dsts: Iterable[str], action: str = "one-way-loss") -> int:
+        """Everything `src` sends to `dsts` is lost (its requests, and its answers to their requests)."""
+        dsts = list(dsts)
+        fault = self.start(action, f"{src}->{','.join(dsts)}")
+        for dst in dsts:
+            self.lab.peer_links[(src, dst)].set("up", blackhole=True)
+            self.lab.peer_links[(dst, src)].set("down", blackhole=True)
+        return fault
+
+    def hold_storage(self, node: str, ms: float) -> int:
+        """Delay `node`'s requests to the storage by `ms`: its writes land late, after a newer fence."""
+        fault = self.start("hold-storage", node, hold_ms=ms)
+        self.lab.storage_links[node].set("up", hold_ms=ms)
+        return fault
+
+    def slow_storage(self, node: str, ms: float, jitter_ms: float = 0.0) -> int:
+        fault = self.start("slow-storage", node, latency_ms=ms)
+        self.lab.storage_links[node].set("up", latency_ms=ms, jitter_ms=jitter_ms)
+        return fault
+
+    def heal(self, *faults: int) -> None:
+        """Every link back to clean; the given faults end now."""
+        for link in self.lab.proxies.links.values():
+            link.heal()
+        for fault in faults:
+            self.end(fault, "heal")
+
+
+# -- scenarios (one cycle each) ----------------------------------------------------------------------------
+
+Cycle = Callable[["Lab", Nemesis], Awaitable[None]]
+
+
+async def _leader(lab: Lab) -> str | None:
+    """The current leader once it has written for a moment; None when the run ends first."""
+    found = await lab.wait_leader()
+    if found is None:
+        return None
+    await lab.sleep(lab.lease_s)
+    return found[0]
+
+
+async def leader_crash(lab: Lab, nem: Nemesis) -> None:
+    """SIGKILL the leader; restart it three leases later."""
+    if (leader := await _leader(lab)) is None:
+        return
+    fault = nem.kill(leader)
+    await lab.sleep(3 * lab.lease_s)
+    await nem.restart(fault, leader)
+    await lab.sleep(2 * lab.lease_s)
+
+
+async def leader_partition(lab: Lab, nem: Nemesis) -> None:
+    """Cut the leader from every peer, both ways; it still reaches the storage. Heal three leases later.
+
+    Its path to the storage is congested from the same moment (every request takes two leases to cross):
+    with a pure partition the lease alone keeps the old and new leader apart in time, so the write the old
+    leader sent while it still believed it led must be in flight when the majority elects and fences for
+    the experiment to show what the fence is for.
+    """
+    if (leader := await _leader(lab)) is None:
+        return
+    slow = nem.slow_storage(leader, 2 * lab.lease_ms)
+    fault = nem.isolate(leader)
+    await lab.sleep(3 * lab.lease_s)
+    nem.heal(fault, slow)
+    await lab.sleep(2 * lab.lease_s)
+
+
+async def leader_pause(lab: Lab, nem: Nemesis) -> None:
+    """SIGSTOP the leader for two leases (a GC or VM stall), then SIGCONT: it wakes believing it leads and
+    usually sends one more write before its timer notices the lease is gone."""
+    if (leader := await _leader(lab)) is None:
+        return
+    fault = nem.pause(leader)
+    await lab.sleep(2 * lab.lease_s)
+    nem.resume(fault, leader)
+    await lab.sleep(2 * lab.lease_s)
+
+
+async def delayed_write(lab: Lab, nem: Nemesis) -> None:
+    """Hold the leader's storage link for 2.5 leases, then cut it from its peers: its held write arrives
+    at the storage after the new leader raised the fence."""
+    if (leader := await _leader(lab)) is None:
+        return
+    hold = nem.hold_storage(leader, 2.5 * lab.lease_ms)
+    await lab.sleep(0.05)
+    fault = nem.isolate(leader)
+    await lab.sleep(3 * lab.lease_s)
+    nem.heal(fault, hold)
+    await lab.sleep(2 * lab.lease_s)
+
+
+async def asymmetric(lab: Lab, nem: Nemesis) -> None:
+    """One-way loss: everything the leader sends to its peers is lost; it still hears them."""
+    if (leader := await _leader(lab)) is None:
+        return
+    fault = nem.one_way(leader, [n for n in lab.node_ids if n != leader])
+    await lab.sleep(3 * lab.lease_s)
+    nem.heal(fault)
+    await lab.sleep(2 * lab.lease_s)
+
+
+def _sides(lab: Lab, minority: list[str]) -> list[tuple[str, str]]:
+    return [(a, b) for a in minority for b in lab.node_ids if b not in minority]
+
+
+async def halves(lab: Lab, nem: Nemesis) -> None:
+    """Split the cluster in two, the leader in the smaller half."""
+    if (leader := await _leader(lab)) is None:
+        return
+    others = [n for n in lab.node_ids if n != leader]
+    minority = [leader, *lab.rng.sample(others, (len(lab.node_ids) - 1) // 2 - 1)]
+    fault = nem.cut(_sides(lab, minority), "halves", f"{','.join(minority)}|rest")
+    await lab.sleep(3 * lab.lease_s)
+    nem.heal(fault)
+    await lab.sleep(2 * lab.lease_s)
+
+
+async def majorities_ring(lab: Lab, nem: Nemesis) -> None:
+    """Each node talks only to its two ring neighbours: every node sees a majority, no two agree."""
+    if await _leader(lab) is None:
+        return
+    ids = lab.node_ids
+    ring = {(ids[i], ids[(i + 1) % len(ids)]) for i in range(len(ids))}
+    pairs = [
+        (a, b) for i, a in enumerate(ids) for b in ids[i + 1 :] if (a, b) not in ring and (b, a) not in ring
+    ]
+    fault = nem.cut(pairs, "majorities-ring", "ring")
+    await lab.sleep(4 * lab.lease_s)
+    nem.heal(fault)
+    await lab.sleep(2 * lab.lease_s)
+
+
+async def bridge(lab: Lab, nem: Nemesis) -> None:
+    """Two halves that only one node (the bridge) connects; the leader sits in one half."""
+    if (leader := await _leader(lab)) is None:
+        return
+    others = [n for n in lab.node_ids if n != leader]
+    lab.rng.shuffle(others)
+    half = len(lab.node_ids) // 2
+    left = [leader, *others[: half - 1]]
+    bridge_node, right = others[half - 1], others[half:]
+    fault = nem.cut(
+        [(a, b) for a in left for b in right], "bridge", f"{','.join(left)}|{bridge_node}|{','.join(right)}"
+    )
+    await lab.sleep(4 * lab.lease_s)
+    nem.heal(fault)
+    await lab.sleep(2 * lab.lease_s)
+
+
+async def flapping(lab: Lab, nem: Nemesis) -> None:
+    """Isolate and heal the leader every half lease, six times."""
+    if (leader := await _leader(lab)) is None:
+        return
+    for _ in range(6):
+        fault = nem.isolate(leader)
+        await lab.sleep(lab.lease_s / 2)
+        nem.heal(fault)
+        await lab.sleep(lab.lease_s / 2)
+    await lab.sleep(2 * lab.lease_s)
+
+
+async def storage_restart(lab: Lab, nem: Nemesis) -> None:
+    """SIGKILL the storage service, start it again a lease later (writes fail meanwhile, then resume)."""
+    if await _leader(lab) is None:
+        return
+    fault = nem.stop_storage()
+    await lab.sleep(lab.lease_s)
+    await nem.start_storage(fault)
+    await lab.sleep(2 * lab.lease_s)
+
+
+SCENARIOS: dict[str, Cycle] = {
+    "leader-crash": leader_crash,
+    "leader-partition": leader_partition,
+    "leader-pause": leader_pause,
+    "delayed-write": delayed_write,
+    "asymmetric": asymmetric,
+    "halves": halves,
+    "majorities-ring": majorities_ring,
+    "bridge": bridge,
+    "flapping": flapping,
+    "storage-restart": storage_restart,
+}
+FIVE_NODES = {"majorities-ring", "bridge"}
+
+
+async def random_faults(lab: Lab, nem: Nemesis) -> None:
+    """One of the other scenarios at random (seeded), each cycle."""
+    names = sorted(n for n in SCENARIOS if len(lab.node_ids) >= 5 or n not in FIVE_NODES)
+    await SCENARIOS[lab.rng.choice(names)](lab, nem)
+    if lab.nemesis_every:
+        await lab.sleep(lab.nemesis_every)
+
+
+SCENARIOS["random"] = random_faults

@@ -279,3 +279,37 @@ def test_a_409_from_the_storage_makes_the_leader_step_down_at_once() -> None:
 def test_candidates_draw_their_timing_from_the_injected_rng(seed: int) -> None:
     a, b = candidate(seed=seed), candidate(seed=seed)
     assert a.wake_at() == b.wake_at()
+
+
+def test_a_leader_asks_a_voter_that_never_backed_its_epoch_for_it() -> None:
+    c = leader()
+    renew_at = c.wake_at()
+    out = c.tick(renew_at)
+    rnd = next(s.message.round for s in out.messages if isinstance(s.message, Renew))
+    # n3 promised a lower epoch (0 here) to a rival of the election, so it does not renew epoch 1.
+    out = c.step("n3", Refuse("g", 1, "n3", rnd, RefuseReason.NOT_HOLDER, 0, None, 0), now=renew_at + 1)
+    assert out.messages == [Send("n3", Campaign("g", 1, "n1", rnd))]
+    out = c.step("n3", Refuse("g", 1, "n3", rnd, RefuseReason.NOT_HOLDER, 0, None, 0), now=renew_at + 2)
+    assert out.messages == []  # once per round
+    # Its grant counts for the renewal like any answer of the round.
+    c.step("n1", Renewed("g", 1, "n1", rnd), now=renew_at + 3)
+    [event] = c.step("n3", Grant("g", 1, "n1", "n3", rnd, "s3"), now=renew_at + 4).events
+    assert isinstance(event, LeaseExtended)
+
+
+def test_a_leader_does_not_ask_a_voter_that_moved_past_its_epoch() -> None:
+    c = leader()
+    out = c.tick(c.wake_at())
+    rnd = next(s.message.round for s in out.messages if isinstance(s.message, Renew))
+    out = c.step("n3", Refuse("g", 1, "n3", rnd, RefuseReason.NOT_HOLDER, 5, None, 0), now=c.deadline - 10)
+    assert out.messages == []
+
+
+def test_a_grant_that_comes_after_the_campaign_was_lost_is_given_back() -> None:
+    c = candidate()
+    msg = campaign(c, c.wake_at())
+    for v in ("n2", "n3"):
+        c.step(v, Refuse("g", 1, v, msg.round, RefuseReason.LEASE_LIVE, 1, "n2", 1900), now=5)
+    assert c.role is Role.FOLLOWER
+    out = c.step("n1", Grant("g", 1, "n1", "n1", msg.round, "s"), now=6)  # the fsync made it last
+    assert out.messages == [Send("n1", Release("g", 1, "n1", abandoned=True))]

@@ -84,6 +84,7 @@ class _Round:
     granted: dict[str, str]  # voter -> signature (campaign) or "" (renewal)
     refused: dict[str, Refuse]
     retry: dict[str, float] = field(default_factory=dict)  # voter -> when to ask it again
+    recruited: set[str] = field(default_factory=set)  # voters a leader asked for its epoch this round
 
 
 class Candidate:
@@ -185,6 +186,18 @@ class Candidate:
                     # win there, but the next one can, now (not after the round's timeout).
                     self._outbid_retries += 1
                     self._campaign_lost(now, out, at=now)
+                elif (
+                    self.role is Role.LEADER
+                    and message.reason is RefuseReason.NOT_HOLDER
+                    and message.promised_epoch < self.epoch
+                    and sender not in rnd.recruited
+                ):
+                    # A voter that never backed this epoch (it promised a lower one, to a rival of the
+                    # election): ask it for this epoch now. It grants only by the usual rule, and no one
+                    # else can hold this epoch, so it is safe; without it the leader renews on a bare
+                    # majority, and one more failure deposes it.
+                    rnd.recruited.add(sender)
+                    out.messages.append(Send(sender, Campaign(self.group, self.epoch, self.id, rnd.number)))
                 else:
                     rnd.refused[sender] = message
                     self._check_round(now, out)

@@ -41,7 +41,6 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -60,7 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from elector import cluster as cluster_file  # noqa: E402
-from fencekeeper.processes import StorageProcess  # noqa: E402
+from fencekeeper.processes import NodeProcess, StorageProcess, free_base_port  # noqa: E402
 from storage_service.client import StorageClient  # noqa: E402
 
 CRASH, GRACEFUL = "crash (SIGKILL)", "graceful (SIGTERM)"
@@ -68,25 +67,6 @@ GOAL_CRASH_MEDIAN = 0.9  # × lease
 GOAL_CRASH_P99_OVER_MS = 100.0  # p99 ≤ lease + this
 GOAL_GRACEFUL_MEDIAN_MS = 10.0
 RUNNING: list[Any] = []  # every process started, for the last-resort cleanup in main()
-
-
-def free_base_port(count: int) -> int:
-    """The first of `count` consecutive free ports, below the kernel's ephemeral range."""
-    for _ in range(500):
-        base = random.randrange(20000, 32000 - count)
-        socks = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError("no free range of ports")
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -116,31 +96,17 @@ def fsync_ms(directory: Path, rounds: int = 20) -> float:
     return statistics.median(times)
 
 
-@dataclass
-class NodeProc:
-    id: str
-    url: str
-    args: list[str]
-    err: Path
-    proc: subprocess.Popen[bytes] | None = None
-    ready: float = 0.0  # monotonic: when it first answered (its voter runs from about then)
+class NodeProc(NodeProcess):
+    """A node, and when it first answered (its voter's quiet period after a restart runs from then)."""
+
+    ready: float = 0.0  # monotonic
 
     def spawn(self) -> None:
-        with open(self.err, "ab") as err:
-            self.proc = subprocess.Popen(
-                self.args, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
-            )
+        super().spawn()
         self.ready = float("inf")
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def signal(self, signum: int) -> None:
-        if self.alive():
-            assert self.proc is not None
-            os.killpg(self.proc.pid, signum)
-
     def wait(self, timeout: float) -> int | None:
+        """Its exit status, or None if it had to be killed."""
         if self.proc is None:
             return None
         try:
@@ -148,11 +114,6 @@ class NodeProc:
         except subprocess.TimeoutExpired:
             self.kill()
             return None
-
-    def kill(self) -> None:
-        self.signal(signal.SIGKILL)
-        if self.proc is not None:
-            self.proc.wait(10)
 
 
 @dataclass
@@ -227,7 +188,9 @@ class Bench:
                 "--log-file",
                 str(self.dir / f"{member.id}.log"),
             ]
-            node = NodeProc(member.id, member.url, args, self.dir / f"{member.id}.err")
+            node = NodeProc(
+                member.id, args, member.url, self.dir / f"{member.id}.log", self.dir / f"{member.id}.err"
+            )
             self.nodes[member.id] = node
             RUNNING.append(node)
             node.spawn()
@@ -254,7 +217,7 @@ class Bench:
         deadline = time.monotonic() + within
         while (await self.get(node.url + "/healthz"))[0] != 200:
             if not node.alive():
-                raise RuntimeError(f"{node.id} exited: {node.err.read_text()[-2000:]}")
+                raise RuntimeError(f"{node.id} exited: {node.err_file.read_text()[-2000:]}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{node.id} did not serve within {within:.0f} s")
             await asyncio.sleep(0.05)

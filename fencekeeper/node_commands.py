@@ -66,17 +66,20 @@ def run_node(args: argparse.Namespace) -> int:
     app = create_node_app(node)
     if args.storage:
         app.cleanup_ctx.append(_workload(node, args.storage, args.workload_key, args.write_interval_ms))
-    web.run_app(app, sock=sock, print=None, access_log=None)
+    # A short graceful shutdown: the lease is handed over first (on_shutdown), and peers' connections
+    # are closed by the stopping node, so nothing is left worth waiting for.
+    web.run_app(app, sock=sock, print=None, access_log=None, shutdown_timeout=2.0)
     return 0
 
 
 def _workload(
     node: Node, storage_url: str, key: str, interval_ms: float
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """The counter workload, one task per group: started once the node runs, cancelled before it stops.
+    """The counter workload, one task per group: started once the node runs, cancelled at shutdown.
 
-    cleanup_ctx entries run in order on startup and in reverse on shutdown, so appended after the node's
-    own entry this starts after `node.start()` and ends before `node.stop()` hands the leases over.
+    Appended after the node's own cleanup_ctx entry, it starts after `node.start()`. At shutdown the node
+    hands its leases over first (on_shutdown), which sets `lease.lost`: the workload stops writing then,
+    and is cancelled a moment later.
     """
 
     async def context(app: web.Application) -> AsyncIterator[None]:

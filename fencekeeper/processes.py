@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -12,9 +14,29 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import aiohttp
+
+
+def free_base_port(count: int) -> int:
+    """The first of `count` consecutive free ports, below the kernel's ephemeral range (32768+), for a
+    cluster file whose members sit on consecutive ports."""
+    for _ in range(500):
+        base = random.randrange(20000, 32000 - count)
+        socks = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no free range of ports")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -171,6 +193,13 @@ class NodeProcess:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def events(self, event: str | None = None) -> list[dict[str, Any]]:
+        """The node's JSON log lines (all, or those of one `event`), as written so far."""
+        if not self.log_file.exists():
+            return []
+        lines = [json.loads(line) for line in self.log_file.read_text().splitlines() if line.strip()]
+        return [line for line in lines if event is None or line.get("event") == event]
 
     async def wait_serving(self, within: float = 20.0) -> None:
         """Return once /healthz answers; RuntimeError with the tail of its stderr if it exits first."""

@@ -10,11 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
-import random
 import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -29,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from elector import cluster as cluster_file
 from elector.token import FencingToken, sign_grant
-from fencekeeper.processes import StorageProcess
+from fencekeeper.processes import NodeProcess, StorageProcess, free_base_port
 from storage_service.client import StaleTokenError, StorageClient, TokenRefusedError
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -39,67 +35,12 @@ GROUP = "orders"
 NODES = ("n1", "n2", "n3")
 
 
-def free_base_port(count: int = 3) -> int:
-    """The first of `count` consecutive free ports, below the kernel's ephemeral range (32768+)."""
-    for _ in range(200):
-        base = random.randrange(20000, 32000 - count)
-        socks = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError("no free port range")
-
-
-@dataclass
-class NodeProc:
-    id: str
-    url: str
-    args: list[str]
-    log: Path
-    err: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    def spawn(self) -> None:
-        with open(self.err, "ab") as err:
-            self.proc = subprocess.Popen(
-                self.args, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
-            )
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def signal(self, signum: int) -> None:
-        if self.alive():
-            assert self.proc is not None
-            os.killpg(self.proc.pid, signum)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.signal(signal.SIGCONT)  # a stopped process dies of SIGKILL too, but be explicit
-            self.signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def events(self, event: str | None = None) -> list[dict[str, Any]]:
-        if not self.log.exists():
-            return []
-        lines = [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
-        return [line for line in lines if event is None or line.get("event") == event]
-
-
 @dataclass
 class Cluster:
     dir: Path
     cluster: cluster_file.Cluster
     storage: StorageProcess
-    nodes: dict[str, NodeProc]
+    nodes: dict[str, NodeProcess]
     session: aiohttp.ClientSession
     client: StorageClient
 
@@ -110,14 +51,14 @@ class Cluster:
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             return 0, repr(exc)
 
-    async def start_node(self, node: NodeProc) -> None:
+    async def start_node(self, node: NodeProcess) -> None:
         node.spawn()
         await self.wait_serving(node)
 
-    async def wait_serving(self, node: NodeProc, within: float = 20.0) -> None:
+    async def wait_serving(self, node: NodeProcess, within: float = 20.0) -> None:
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
-            assert node.alive(), f"{node.id} exited: {node.err.read_text()[-2000:]}"
+            assert node.alive(), f"{node.id} exited: {node.err_file.read_text()[-2000:]}"
             status, _ = await self.get(node.url + "/healthz")
             if status == 200:
                 return
@@ -237,8 +178,8 @@ async def _start_cluster(
             "--log-file",
             str(tmp_path / f"{member.id}.log"),
         ]
-        node = NodeProc(
-            member.id, member.url, args, tmp_path / f"{member.id}.log", tmp_path / f"{member.id}.err"
+        node = NodeProcess(
+            member.id, args, member.url, tmp_path / f"{member.id}.log", tmp_path / f"{member.id}.err"
         )
         nodes[member.id] = node
         procs.append(node)

@@ -108,6 +108,7 @@ class Node:
         self._session: aiohttp.ClientSession | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._sends: set[asyncio.Task[None]] = set()
+        self.stopping = False  # once set, the voter answers no one: this node is leaving
 
     # -- life ---------------------------------------------------------------------------------------------
 
@@ -130,7 +131,10 @@ class Node:
         log_event(log, "node_started", f"{self.id} started ({', '.join(self.groups)})", node=self.id)
 
     async def stop(self, *, release: bool = True) -> None:
-        """Release every lease (graceful handover, unless `release=False`), then stop."""
+        """Release every lease (graceful handover, unless `release=False`), then stop. Idempotent."""
+        if self.stopping:
+            return
+        self.stopping = True
         if release:
             for group in self.groups:
                 await self.release(group, resume_after_ms=None)
@@ -193,7 +197,9 @@ class Node:
             raise KeyError(f"this node does not take part in group {group!r}") from None
 
     async def _timer_loop(self) -> None:
-        while True:
+        # Not `asyncio.wait_for`: on Python 3.11 it swallows a cancellation that arrives as the event is
+        # set (which `stop` does: release, then cancel), and the loop would run on forever.
+        while not self.stopping:
             wakes = [c.wake_at() for c in self._candidates.values()]
             if self._voter is not None:
                 wakes.append(self._voter.wake_at())
@@ -202,7 +208,8 @@ class Node:
             self._wake.clear()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
             now = monotonic_ms()
             out = Output()
             if self._voter is not None:

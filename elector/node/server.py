@@ -29,6 +29,12 @@ def _group(request: web.Request) -> str | web.Response:
 
 async def peer(request: web.Request) -> web.Response:
     node = request.app[NODE]
+    if node.stopping:
+        # Close the connection too: a peer's keep-alive connection that keeps bringing renewals would
+        # otherwise hold the server's graceful shutdown open until its timeout.
+        response = problem(503, "node-stopping", f"{node.id} is shutting down")
+        response.force_close()
+        return response
     try:
         body = await request.json()
         sender = body["from"]
@@ -99,7 +105,13 @@ def create_node_app(node: Node) -> web.Application:
         yield
         await node.stop()
 
+    async def hand_over(app: web.Application) -> None:
+        # on_shutdown runs as soon as the listener closes, before the server waits for open connections:
+        # the lease goes to the next leader now, not after that wait.
+        await node.stop()
+
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(hand_over)
     app.router.add_routes(
         [
             web.post("/v1/peer", peer),

@@ -44,7 +44,6 @@ import os
 import platform
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -64,6 +63,10 @@ from rich.table import Table
 from yarl import URL
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from fencekeeper.processes import StorageProcess, free_port  # noqa: E402
+
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 GOAL_RATIO = 0.9
 GOAL_RAISE_P99_MS = 50.0
@@ -153,12 +156,6 @@ class CpuSnapshot:
 # -- the servers -----------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _children(pid: int) -> list[int]:
     """The process and its descendants (a server with worker processes)."""
     found, todo = [pid], [pid]
@@ -189,24 +186,13 @@ class Server:
 
     def spawn(self) -> None:
         name = "on" if self.fencing else "off"
-        cmd = [
-            sys.executable,
-            "-m",
-            "fencekeeper",
-            "storage",
-            "serve",
-            "--db",
+        cmd = StorageProcess(
             self.db_url,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--fencing",
-            name,
-            "--log-file",
-            str(self.log_dir / f"server-{name}.log"),
-            *self.extra,
-        ]
+            self.log_dir / f"server-{name}.log",
+            port=self.port,
+            fencing=self.fencing,
+            extra_args=tuple(self.extra),
+        ).command()
         with open(self.log_dir / f"server-{name}.out", "wb") as out:  # the child keeps its own copy
             self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
 
@@ -648,7 +634,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     db_url = "postgresql+asyncpg://" + args.pg.split("://", 1)[1] + f"/{db}"
     log_dir = Path(tempfile.mkdtemp(prefix="fk-bench-"))
     extra = ["--pool-size", str(args.pool_size), *args.server_arg]
-    servers = [Server(fencing, _free_port(), log_dir, db_url, extra) for fencing in (True, False)]
+    servers = [Server(fencing, free_port(), log_dir, db_url, extra) for fencing in (True, False)]
     sessions: list[aiohttp.ClientSession] = []
     raiser: Raiser | None = None
     try:

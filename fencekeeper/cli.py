@@ -144,7 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_lab_parser(commands)
 
-    commands.add_parser("demo", help="a scripted walkthrough of fenced writes on the embedded default")
+    demo = commands.add_parser(
+        "demo", help="leader-pause and leader-partition, fencing on and off side by side (under a minute)"
+    )
+    demo.add_argument("--out", default="demo-runs", help="run directories (default demo-runs)")
+    demo.add_argument("--lease-ms", type=int, default=800, help="lease length (default 800)")
+    demo.add_argument("--seed", type=int, default=1)
     return parser
 
 
@@ -174,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from fencekeeper.demo import run_demo
 
-            return asyncio.run(run_demo())
+            return asyncio.run(run_demo(Path(args.out), args.lease_ms, args.seed))
     except CliError as exc:
         print(f"fencekeeper: {exc}", file=sys.stderr)
         return 2

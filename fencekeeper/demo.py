@@ -1,82 +1,114 @@
-"""`fencekeeper demo`: a scripted walkthrough of fencing against a real storage service process.
+"""`fencekeeper demo`: the two classic split brains, each run with fencing on and with fencing off.
 
-Until the elector lands, the two leaders are scripted: leader A holds epoch 1, pauses (as in a long GC),
-leader B is elected with epoch 2 and raises the fence, then A wakes up and writes with its old token.
-The storage service refuses that write, records it and logs it; the counter keeps B's value.
+Why both arms: a fence that refuses nothing proves nothing. The same fault, on the same real processes,
+run once with the storage checking tokens and once without, shows the damage (a counter update lost, a
+write accepted out of epoch order) and that the fence is what prevents it.
+
+Each scenario's two arms run side by side (two partition labs at once: a storage service on SQLite and
+three elector nodes each, every link through the lab's proxy), the scenarios one after the other; the
+run directories stay in `--out` with their logs, report.json and timeline.png.
 """
 
 from __future__ import annotations
 
-import json
-import tempfile
+import asyncio
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
-from fencekeeper.processes import StorageProcess
-from storage_service.client import StaleTokenError, StorageClient
+from fencekeeper.lab.report import print_summary, render
+from fencekeeper.lab.runner import Lab, LabConfig
 
-NS = "orders"
+# Seconds of faults: one cycle each (both scenarios make the old leader's write land after the new fence).
+SCENARIOS = {"leader-pause": 5.0, "leader-partition": 5.0}
+SHOWN_LOG_LINES = 2  # per scenario: enough to see what a refusal looks like in the log
 
 
-async def run_demo() -> int:
+def _run_dir(out: Path, scenario: str, fencing: bool) -> Path:
+    return out / f"{scenario}-fencing-{'on' if fencing else 'off'}"
+
+
+async def run_demo(out: Path, lease_ms: int = 800, seed: int = 1) -> int:
+    """Run both scenarios with both arms; print the verdicts. Exit 1 if fencing on let anything unsafe in."""
     console = Console()
-    with tempfile.TemporaryDirectory(prefix="fencekeeper-demo-") as tmp:
-        db = Path(tmp) / "storage.db"
-        log = Path(tmp) / "storage.log"
-        async with StorageProcess(f"sqlite+aiosqlite:///{db}", log) as storage:
-            console.print(f"[bold]storage service[/] {storage.url} on SQLite ({db.name}), fencing on\n")
-            await _walkthrough(console, storage.url)
-            rejected = [line for line in log.read_text().splitlines() if '"write_rejected"' in line]
-        console.print("\n[bold]The storage log[/] (JSON lines; grep write_rejected):")
-        for line in rejected:
-            console.print(line, markup=False, highlight=False)
-        entry = json.loads(rejected[-1]) if rejected else {}
-        ok = entry.get("token_epoch") == 1 and entry.get("current_epoch") == 2
     console.print(
-        "\n[bold green]verdict: the stale write was refused; the counter is intact.[/]"
-        if ok
-        else "\n[bold red]verdict: the stale write was NOT refused[/]"
+        f"[bold]fencekeeper demo[/]: 3 elector nodes + a fenced storage service (SQLite), "
+        f"lease {lease_ms} ms; each scenario runs with fencing on and off side by side.\n"
     )
-    return 0 if ok else 1
-
-
-async def _walkthrough(console: Console, url: str) -> None:
-    async with StorageClient(url, writer="leader-A") as a, StorageClient(url, writer="leader-B") as b:
-        steps = Table("step", "who", "request", "answer", title="Two leaders, one fence", show_lines=False)
-
-        fenced = await a.raise_fence(NS, 1)
-        steps.add_row("1", "A (epoch 1)", "POST fence", f"200 fence at {fenced.epoch}")
-        written = await a.put(NS, "counter", b"1", 1)
-        steps.add_row("2", "A (epoch 1)", "PUT counter = 1", f"200 version {written.version}")
-        steps.add_row("3", "A", "[italic]pauses (GC, VM stall); its lease runs out[/]", "")
-        fenced = await b.raise_fence(NS, 2)
-        steps.add_row(
-            "4", "B (epoch 2)", "POST fence", f"200 fence {fenced.previous_epoch} -> {fenced.epoch}"
-        )
-        current = await b.get(NS, "counter")
-        value = int(current.data) + 1 if current else 1
-        written = await b.put(NS, "counter", str(value).encode(), 2)
-        steps.add_row("5", "B (epoch 2)", f"PUT counter = {value}", f"200 version {written.version}")
-        try:
-            await a.put(NS, "counter", b"2", 1)
-            steps.add_row("6", "A (epoch 1)", "PUT counter = 2 (stale)", "[red]200 accepted[/]")
-        except StaleTokenError as exc:
-            answer = f"[green]409 stale: fence {exc.current_epoch} > token {exc.token_epoch}[/]"
-            steps.add_row("6", "A (epoch 1)", "PUT counter = 2 (stale)", answer)
-        final = await b.get(NS, "counter")
-        steps.add_row(
-            "7",
-            "anyone",
-            "GET counter",
-            f"{final.data.decode() if final else '-'} (epoch {final.epoch if final else '-'})",
-        )
-        console.print(steps)
-        rejected = await b.rejections(NS)
-        console.print(
-            f"GET /v1/namespaces/{NS}/rejections -> "
-            + ", ".join(
-                f"{r['writer']} token {r['token_epoch']} < fence {r['current_epoch']}" for r in rejected
+    for scenario, duration in SCENARIOS.items():
+        labs = [
+            Lab(
+                LabConfig(
+                    scenario,
+                    str(_run_dir(out, scenario, fencing)),
+                    duration=duration,
+                    seed=seed,
+                    fencing=fencing,
+                    lease_ms=lease_ms,
+                )
             )
-        )
+            for fencing in (True, False)
+        ]
+        with console.status(f"{scenario}: {_describe(scenario)}"):
+            await asyncio.gather(*(lab.run() for lab in labs))
+        console.print(f"[green]done[/] {scenario}")
+    reports = [render(_run_dir(out, s, f)) for s in SCENARIOS for f in (True, False)]
+    console.print()
+    print_summary(reports, console, timelines=False)
+    _print_refusals(console, out)
+    return _verdict(console, reports)
+
+
+def _describe(scenario: str) -> str:
+    if scenario == "leader-pause":
+        return "SIGSTOP the leader past its lease, then SIGCONT (a GC or VM stall)"
+    return "cut the leader from its peers while its writes to the storage are slow (a network split)"
+
+
+def _print_refusals(console: Console, out: Path) -> None:
+    console.print(
+        "\n[bold]Refused stale writes, as the storage logged them[/] (JSON lines, event write_rejected):"
+    )
+    for scenario in SCENARIOS:
+        log = _run_dir(out, scenario, True) / "storage.log"
+        lines = [line for line in log.read_text().splitlines() if '"write_rejected"' in line]
+        for line in lines[:SHOWN_LOG_LINES]:
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        if len(lines) > SHOWN_LOG_LINES:
+            console.print(f"  ... {len(lines) - SHOWN_LOG_LINES} more in {log}")
+        if not lines:
+            console.print(f"  {scenario}: none (the old leader noticed its lost lease before writing again)")
+
+
+def _verdict(console: Console, reports: list[dict[str, Any]]) -> int:
+    console.print("\n[bold]Verdict[/]")
+    status = 0
+    for on, off in zip(reports[::2], reports[1::2], strict=True):
+        scenario = on["scenario"]
+        if on["safe"]:
+            line = (
+                f"[green]{scenario}, fencing on: safe[/]: {on['stale_writes_rejected']} stale write(s) "
+                f"refused ({on['stale_writes_logged']} logged), 0 unsafe writes, 0 lost updates."
+            )
+        else:
+            status = 1
+            line = (
+                f"[bold red]{scenario}, fencing on: UNSAFE[/]: {on['unsafe_writes']} unsafe writes, "
+                f"{on['lost_updates']} lost updates, {len(on['stale_writes_unlogged'])} refusals not logged."
+            )
+        console.print(line)
+        if off["safe"]:
+            console.print(
+                f"[yellow]{scenario}, fencing off: no damage this time[/] (the old leader noticed its lost "
+                "lease before its next write); run the demo again to see the race."
+            )
+        else:
+            console.print(
+                f"[red]{scenario}, fencing off: damaged[/]: {off['unsafe_writes']} write(s) accepted out of "
+                f"epoch order, {off['lost_updates']} lost update(s) — the old leader overwrote the new one."
+            )
+    console.print("\n[bold]Timelines[/] (one lane per node; red shade = fault, X = refused stale write):")
+    for r in reports:
+        console.print(f"  {r['timeline']}", highlight=False)
+    return status

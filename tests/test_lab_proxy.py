@@ -78,6 +78,25 @@ async def test_hold_delays_data_but_keeps_order_and_delivers_after_heal(link: Li
     writer.close()
 
 
+async def test_trap_holds_from_the_next_chunk_until_released(link: Link) -> None:
+    reader, writer = await _connect(link)
+    caught = link.trap("up")
+    assert not caught.is_set()
+    writer.write(b"write")
+    await writer.drain()
+    await asyncio.wait_for(caught.wait(), 2)
+    with pytest.raises(TimeoutError):  # held: nothing reaches the target, so nothing echoes back
+        await asyncio.wait_for(reader.read(100), 0.3)
+    writer.write(b"-next")
+    link.release("up")
+    data = b""
+    while len(data) < len(b"write-next"):
+        data += await asyncio.wait_for(reader.read(100), 2)
+    assert data == b"write-next"
+    assert (await _roundtrip(link))[0] == b"ping"  # disarmed: later traffic passes
+    writer.close()
+
+
 async def test_cut_resets_existing_and_new_connections_until_healed(link: Link) -> None:
     reader, writer = await _connect(link)
     writer.write(b"x")

@@ -10,6 +10,7 @@ the runner repeats it until the run's duration is spent.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import signal
@@ -74,9 +75,28 @@ class Nemesis:
         self.lab.nodes[node].signal(signal.SIGSTOP)
         return fault
 
+    async def pause_mid_write(self, node: str, within_s: float) -> int | None:
+        """SIGSTOP `node` as its next request to the storage leaves it; that request is held at the proxy
+        until `resume`. None if no request came within `within_s`.
+
+        Why: the dangerous pause is the one between a leader's decision to write and the write reaching the
+        storage. A SIGSTOP at a random moment nearly always lands while the process idles between writes,
+        and on waking its timer notices the lost lease before it writes again.
+        """
+        link = self.lab.storage_links[node]
+        caught = link.trap("up")
+        try:
+            await asyncio.wait_for(caught.wait(), within_s)
+        except TimeoutError:
+            link.release("up")
+            return None
+        return self.pause(node)
+
     def resume(self, fault: int, node: str) -> None:
+        """SIGCONT, then let through whatever `pause_mid_write` held: it arrives as if sent on waking."""
         self.end(fault, "resume")
         self.lab.nodes[node].signal(signal.SIGCONT)
+        self.lab.storage_links[node].release("up")
 
     def stop_storage(self) -> int:
         fault = self.start("storage-kill", "storage")
@@ -136,11 +156,11 @@ Cycle = Callable[["Lab", Nemesis], Awaitable[None]]
 
 
 async def _leader(lab: Lab) -> str | None:
-    """The current leader once it has written for a moment; None when the run ends first."""
+    """The current leader once it has written for a moment; None when too little of the run is left for a
+    fault to play out (two leases), so a run never ends on a fault cut short."""
     found = await lab.wait_leader()
-    if found is None:
+    if found is None or not await lab.sleep(lab.lease_s) or lab.time_left() < 2 * lab.lease_s:
         return None
-    await lab.sleep(lab.lease_s)
     return found[0]
 
 
@@ -172,11 +192,12 @@ async def leader_partition(lab: Lab, nem: Nemesis) -> None:
 
 
 async def leader_pause(lab: Lab, nem: Nemesis) -> None:
-    """SIGSTOP the leader for two leases (a GC or VM stall), then SIGCONT: it wakes believing it leads and
-    usually sends one more write before its timer notices the lease is gone."""
+    """SIGSTOP the leader for two leases (a GC or VM stall) as a write leaves it, then SIGCONT: that write
+    reaches the storage after a new leader raised the fence."""
     if (leader := await _leader(lab)) is None:
         return
-    fault = nem.pause(leader)
+    if (fault := await nem.pause_mid_write(leader, lab.lease_s)) is None:
+        return
     await lab.sleep(2 * lab.lease_s)
     nem.resume(fault, leader)
     await lab.sleep(2 * lab.lease_s)

@@ -14,6 +14,8 @@ set per link and per direction:
 * ``reset``: probability, per chunk, that the connection is reset (RST) instead.
 * ``bandwidth_kbps``: at most that many KiB per second.
 * ``slice_bytes`` / ``slice_delay_ms``: the slicer: chunks are cut into small pieces sent apart.
+* ``trap`` / ``release`` (not a Toxiproxy toxic): hold everything from the next chunk on until released,
+  and say when that chunk came; the lab pauses a node the moment its next write leaves it.
 
     async with ProxySet(seed=1) as proxies:
         link = await proxies.add("n1->n2", ("127.0.0.1", 7002))
@@ -136,6 +138,9 @@ class _Conn:
                     return
                 if faults.blackhole or self.link.rng.random() < faults.drop:
                     continue
+                if (caught := self.link.traps.pop(direction, None)) is not None:
+                    self.link.gates[direction].clear()
+                    caught.set()
                 delay = faults.latency_ms + faults.hold_ms
                 if faults.jitter_ms:
                     delay += self.link.rng.uniform(-faults.jitter_ms, faults.jitter_ms)
@@ -156,6 +161,7 @@ class _Conn:
             at, data = await queue.get()
             if (wait := at - loop.time()) > 0:
                 await asyncio.sleep(wait)
+            await self.link.gates[direction].wait()
             if data is None:
                 with contextlib.suppress(OSError, RuntimeError):
                     if writer.can_write_eof():
@@ -187,6 +193,10 @@ class Link:
         self.rng = rng
         self.faults: dict[Direction, Faults] = {"up": Faults(), "down": Faults()}
         self.conns: set[_Conn] = set()
+        self.traps: dict[Direction, asyncio.Event] = {}
+        self.gates: dict[Direction, asyncio.Event] = {d: asyncio.Event() for d in DIRECTIONS}
+        for gate in self.gates.values():
+            gate.set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self.port = 0
@@ -221,9 +231,23 @@ class Link:
     def cut(self, direction: Direction | Literal["both"] = "both") -> None:
         self.set(direction, cut=True)
 
+    def trap(self, direction: Direction = "up") -> asyncio.Event:
+        """Hold the next chunk to cross in `direction`, and all after it, until `release`; the event returned
+        is set when that chunk arrives."""
+        caught = asyncio.Event()
+        self.traps[direction] = caught
+        return caught
+
+    def release(self, direction: Direction = "up") -> None:
+        """Disarm the trap and let what it held through, in order."""
+        self.traps.pop(direction, None)
+        self.gates[direction].set()
+
     def heal(self) -> None:
         """Back to a clean pass-through (data already delayed still arrives late, in order)."""
         self.faults = {"up": Faults(), "down": Faults()}
+        for d in DIRECTIONS:
+            self.release(d)
 
     async def close(self) -> None:
         if self._server is not None:

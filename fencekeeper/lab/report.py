@@ -64,7 +64,9 @@ def _mark(count: int) -> str:
     return f"[bold red]{count}[/]" if count else "[green]0[/]"
 
 
-def print_summary(reports: list[dict[str, Any]], console: Console | None = None) -> None:
+def print_summary(
+    reports: list[dict[str, Any]], console: Console | None = None, *, timelines: bool = True
+) -> None:
     console = console or Console()
     console.print(table(reports))
     for r in reports:
@@ -77,7 +79,8 @@ def print_summary(reports: list[dict[str, Any]], console: Console | None = None)
                 f"  [red]lost update[/] seq {lost['seq']} {lost['writer']} epoch {lost['epoch']}: "
                 f"value {lost['value']}, expected {lost['expected']} ({lost['kind']})"
             )
-        console.print(f"  timeline: {r['timeline']}")
+        if timelines:
+            console.print(f"  timeline: {r['timeline']}")
 
 
 def timeline(data: RunData, path: Path) -> None:

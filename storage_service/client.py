@@ -11,6 +11,7 @@ elector's signed token string. A write refused because a newer epoch holds the n
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from types import TracebackType
@@ -31,18 +32,19 @@ class Written:
 
 
 @dataclass(frozen=True, slots=True)
-class Fenced:
-    namespace: str
-    epoch: int
-    previous_epoch: int | None
-
-
-@dataclass(frozen=True, slots=True)
 class Value:
     data: bytes
     content_type: str
     version: int
     epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fenced:
+    namespace: str
+    epoch: int
+    previous_epoch: int | None
+    read: Value | None = None  # with raise_fence(read=key): that object behind the fence, if it exists
 
 
 class StorageError(Exception):
@@ -144,9 +146,18 @@ class StorageClient:
         async with resp:
             return await resp.json()
 
-    async def raise_fence(self, namespace: str, token: int | str) -> Fenced:
-        body = await self._json("POST", f"/v1/namespaces/{namespace}/fence", headers=self._headers(token))
-        return Fenced(body["namespace"], body["epoch"], body["previous_epoch"])
+    async def raise_fence(self, namespace: str, token: int | str, *, read: str | None = None) -> Fenced:
+        """Raise the fence; with `read`, also read that key once the fence stands (one round trip)."""
+        params = {} if read is None else {"read": read}
+        body = await self._json(
+            "POST", f"/v1/namespaces/{namespace}/fence", headers=self._headers(token), params=params
+        )
+        obj = body.get("object")
+        value = None
+        if obj is not None:
+            data = base64.b64decode(obj["value_base64"])
+            value = Value(data, obj["content_type"], obj["version"], obj["epoch"])
+        return Fenced(body["namespace"], body["epoch"], body["previous_epoch"], value)
 
     async def put(
         self,

@@ -35,6 +35,7 @@ from storage_service.store import (
     PreconditionFailed,
     PutOp,
     StaleEpoch,
+    StoredObject,
     Writer,
     WriteResult,
 )
@@ -246,6 +247,8 @@ async def delete_object(request: web.Request) -> web.Response:
 
 async def raise_fence(request: web.Request) -> web.Response:
     namespace = _namespace(request)
+    read = request.query.get("read")
+    key = None if read is None else _check_key(read)
     token, writer = await _authorize(request, namespace, "fence", None)
     try:
         result = await request.app[STORE].raise_fence(namespace, token.epoch)
@@ -262,9 +265,27 @@ async def raise_fence(request: web.Request) -> web.Response:
         writer=writer.name,
         remote=writer.remote,
     )
-    return web.json_response(
-        {"namespace": namespace, "epoch": result.epoch, "previous_epoch": result.previous_epoch}
-    )
+    body: dict[str, Any] = {
+        "namespace": namespace,
+        "epoch": result.epoch,
+        "previous_epoch": result.previous_epoch,
+    }
+    if key is not None:
+        # Read once the raise has committed: every write below the new epoch that will ever be accepted
+        # has been, so this is the state the new leader takes over, one round trip sooner.
+        obj = await request.app[STORE].get(namespace, key)
+        body["object"] = None if obj is None else _fenced_read(obj)
+    return web.json_response(body)
+
+
+def _fenced_read(obj: StoredObject) -> dict[str, Any]:
+    return {
+        "key": obj.key,
+        "version": obj.version,
+        "epoch": obj.epoch,
+        "content_type": obj.content_type,
+        "value_base64": base64.b64encode(obj.value).decode(),
+    }
 
 
 def _batch_if_match(raw: Any, index: int) -> int | str | None:

@@ -133,6 +133,18 @@ SCHEMAS: dict[str, Schema] = {
             "namespace": _schema("Namespace"),
             "epoch": _schema("Epoch"),
             "previous_epoch": _nullable(_schema("Epoch")),
+            "object": _nullable(_schema("FencedRead"))
+            | {"description": "Only with `read`: that object as it stands behind the raised fence."},
+        },
+        optional=("object",),
+    ),
+    "FencedRead": _object(
+        {
+            "key": _schema("Key"),
+            "version": _schema("Version"),
+            "epoch": _schema("Epoch"),
+            "content_type": _schema("ContentType"),
+            "value_base64": {"type": "string", "contentEncoding": "base64"},
         }
     ),
     "BatchPut": _object(
@@ -366,6 +378,13 @@ PARAMETERS: dict[str, Any] = {
         "in": "query",
         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 100},
     },
+    "Read": {
+        "name": "read",
+        "in": "query",
+        "description": "A key to read once the fence is raised: the new leader's first read, without a "
+        "second round trip (null in `object` when there is no such object).",
+        "schema": _schema("Key"),
+    },
     "Values": {
         "name": "values",
         "in": "query",
@@ -503,7 +522,7 @@ PATHS: dict[str, Any] = {
             "Raise the namespace's fence to the token's epoch (idempotent at the same epoch).",
             _ok("The fence stands at `epoch`.", "FenceResult"),
             _WRITE_ERRORS,
-            parameters=_WRITE_PARAMETERS,
+            parameters=(*_WRITE_PARAMETERS, "Read"),
         ),
     },
     "/v1/namespaces/{ns}/batch": {

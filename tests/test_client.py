@@ -12,6 +12,7 @@ from storage_service.client import (
     StorageClient,
     StorageError,
     TokenRefusedError,
+    Value,
 )
 from storage_service.config import StorageConfig
 
@@ -46,6 +47,16 @@ async def test_fence_put_get_delete_batch_history(storage: StorageClient) -> Non
         ("counter", "delete", "n1"),
     ]
     assert (await storage.namespace("orders"))["fence_epoch"] == 4
+
+
+async def test_a_fence_raised_with_a_read_returns_the_object_behind_it(storage: StorageClient) -> None:
+    assert (await storage.raise_fence("orders", 1, read="counter")).read is None
+    await storage.put("orders", "counter", b"7", 1, content_type="text/plain")
+    fenced = await storage.raise_fence("orders", 2, read="counter")
+    assert (fenced.epoch, fenced.previous_epoch) == (2, 1)
+    assert fenced.read == Value(b"7", "text/plain", 1, 1)
+    with pytest.raises(StaleTokenError):
+        await storage.raise_fence("orders", 1, read="counter")
 
 
 async def test_typed_errors(storage: StorageClient) -> None:

@@ -26,6 +26,7 @@ from elector.core import (
     Role,
     Send,
     SteppedDown,
+    TakeOver,
     Voter,
 )
 
@@ -313,3 +314,109 @@ def test_a_grant_that_comes_after_the_campaign_was_lost_is_given_back() -> None:
     assert c.role is Role.FOLLOWER
     out = c.step("n1", Grant("g", 1, "n1", "n1", msg.round, "s"), now=6)  # the fsync made it last
     assert out.messages == [Send("n1", Release("g", 1, "n1", abandoned=True))]
+
+
+# -- handover -------------------------------------------------------------------------------------------
+
+
+def test_release_names_the_first_member_that_answered_and_asks_it_to_take_over() -> None:
+    c = leader()  # n1 and n2 granted its epoch
+    c.step("n3", Refuse("g", 1, "n3", 9, RefuseReason.NOT_HOLDER, 4, None, 0), now=10)  # a stray answer
+    out = c.release(now=100)
+    releases = [s for s in out.messages if isinstance(s.message, Release)]
+    assert [s.to for s in releases] == list(VOTERS)
+    assert {s.message.successor for s in releases} == {"n2"}
+    # The take-over leaves after the releases: the successor's own voter ends the lease before it asks.
+    assert out.messages[-1] == Send("n2", TakeOver("g", 4, "n1"))
+
+
+def test_the_successor_is_the_first_other_member_that_answered_the_last_round() -> None:
+    c = candidate()
+    msg = campaign(c, c.wake_at())
+    for v in ("n1", "n3"):
+        c.step(v, Grant("g", 1, "n1", v, msg.round, "s"), now=5)
+    assert c.role is Role.LEADER
+    # n2, first in member order, did not answer: n3 did, so it is up.
+    assert c.release(now=10).messages[-1] == Send("n3", TakeOver("g", 1, "n1"))
+    assert [s.to for s in c.release(now=11).messages] == []  # no longer leads: nothing to hand over
+
+
+def test_take_over_makes_a_follower_campaign_at_once_above_the_epoch_it_names() -> None:
+    c = candidate("n2")
+    out = c.step("n1", TakeOver("g", 7, "n1"), now=50)
+    assert [s.message for s in out.messages] == [Campaign("g", 8, "n2", 1)] * 3
+    assert c.role is Role.CANDIDATE
+    released = candidate("n3")
+    released.release(now=0)
+    assert released.step("n1", TakeOver("g", 7, "n1"), now=50).messages == []
+
+
+def test_lease_ended_with_a_successor_leaves_the_others_a_round_before_their_turns() -> None:
+    ended = LeaseEnded("g", 3, "n1", "n1", successor="n3")
+    successor, other = candidate("n3"), candidate("n2")
+    successor.step("n1", ended, now=100)
+    other.step("n1", ended, now=100)
+    assert successor.wake_at() == 100 + TIMING.slot_ms  # its TakeOver, if not lost, comes sooner
+    assert other.wake_at() >= 100 + TIMING.request_timeout_ms
+    plain = candidate("n2")
+    plain.step("n1", LeaseEnded("g", 3, "n1", "n1"), now=100)
+    assert plain.wake_at() < 100 + TIMING.slot_ms
+
+
+def test_a_voter_passes_the_successor_on_to_the_candidates_it_refused() -> None:
+    v = voter()
+    v.step("n1", Campaign("g", 3, "n1", 1), now=0)
+    v.step("n3", Campaign("g", 4, "n3", 1), now=10)
+    out = v.step("n1", Release("g", 3, "n1", successor="n2"), now=20)
+    assert out.messages == [Send("n3", LeaseEnded("g", 3, "v1", "n1", successor="n2"))]
+
+
+@pytest.mark.parametrize("refusal_first", [True, False])
+def test_a_voter_that_refused_for_a_lease_it_then_says_ended_is_asked_again(refusal_first: bool) -> None:
+    c = candidate("n2")
+    c.step("n1", TakeOver("g", 3, "n1"), now=0)
+    c.step("n2", Grant("g", 4, "n2", "n2", 1, "s2"), now=1)
+    # n3 got the campaign before the old leader's release: it refuses for n1's lease, then says it ended.
+    refuse = Refuse("g", 4, "n3", 1, RefuseReason.LEASE_LIVE, 3, "n1", 1900)
+    ended = LeaseEnded("g", 3, "n3", "n1", successor="n2")
+    first, second = (refuse, ended) if refusal_first else (ended, refuse)
+    assert c.step("n3", first, now=2).messages == []
+    assert c.step("n3", second, now=3).messages == [Send("n3", Campaign("g", 4, "n2", 1))]
+    assert c.step("n3", refuse, now=4).messages == []  # once: a live lease again is counted as refused
+    assert c.role is Role.CANDIDATE
+    [event] = c.step("n3", Grant("g", 4, "n2", "n3", 1, "s3"), now=5).events
+    assert isinstance(event, BecameLeader)
+
+
+def test_a_refusal_for_another_holders_lease_is_not_asked_again() -> None:
+    c = candidate("n2")
+    c.step("n1", TakeOver("g", 3, "n1"), now=0)
+    c.step("n3", LeaseEnded("g", 3, "n3", "n1"), now=1)
+    refuse = Refuse("g", 4, "n3", 1, RefuseReason.LEASE_LIVE, 4, "n4", 1900)  # a newer holder's lease
+    assert c.step("n3", refuse, now=2).messages == []
+
+
+def test_a_release_during_a_campaign_gives_its_grants_back_and_resume_campaigns_again() -> None:
+    # Found by the simulator's release fault: the candidate stayed a candidate with no round, and after
+    # `resume` never campaigned again.
+    c = candidate()
+    msg = campaign(c, c.wake_at())
+    c.step("n1", Grant("g", 1, "n1", "n1", msg.round, "s"), now=5)
+    out = c.release(now=6)
+    assert out.messages == [Send("n1", Release("g", 1, "n1", abandoned=True))]
+    assert c.role is Role.FOLLOWER and c.wake_at() is None
+    assert [s.message for s in c.resume(now=500).messages] == [Campaign("g", 2, "n1", 2)] * 3
+
+
+def test_a_campaign_blocked_by_a_leaders_lease_and_silence_waits_for_the_lease() -> None:
+    # A bench at a 250 ms lease: the follower's own voter granted it, one voter refused for the crashed
+    # leader's lease, the leader's voter was silent. Counted as free, that silence sent the follower into
+    # a random backoff that ended just as the lease did, splitting the vote with the candidate woken by
+    # the voters' LeaseEnded.
+    c = candidate("n2")
+    start = c.wake_at()
+    msg = campaign(c, start)
+    c.step("n2", Grant("g", 1, "n2", "n2", msg.round, "s"), now=start + 1)
+    c.step("n1", Refuse("g", 1, "n1", msg.round, RefuseReason.LEASE_LIVE, 0, "n3", 1900), now=start + 2)
+    [failed] = [e for e in c.tick(start + TIMING.request_timeout_ms).events if isinstance(e, CampaignFailed)]
+    assert failed.retry_at >= start + 2 + 1900  # after the lease (LeaseEnded comes first), not at random

@@ -1,4 +1,5 @@
-"""Node processes on loopback: every one of them leaves promptly on SIGTERM, leader or follower."""
+"""Node processes on loopback: every one of them leaves promptly on SIGTERM, leader or follower; a leaving
+node's voter promises nothing more."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 
 from elector import cluster as cluster_file
 from elector.cluster import Timing
+from elector.core import Campaign, Promise
+from elector.node.runtime import Node
 from fencekeeper.processes import NodeProcess, free_base_port
 
 
@@ -71,3 +74,18 @@ async def test_sigterm_stops_followers_and_the_leader_promptly(tmp_path) -> None
     finally:
         for node in nodes.values():
             node.kill()
+
+
+async def test_a_leaving_node_promises_nothing_even_in_a_response(tmp_path) -> None:
+    # After a handover the successor's campaign reached the old leader in the response to its release,
+    # and its voter fsynced a promise while the new leader's fence committed on the same disk.
+    cluster = cluster_file.init(tmp_path / "c", 3, base_port=free_base_port(3))
+    node = Node(cluster, "n1", ["orders"], str(tmp_path / "n1"))
+    await node.start()
+    try:
+        node.stopping = True
+        assert await node.receive("n2", [Campaign("orders", 5, "n2", 1)], answers=True) == []
+        assert node.store.load().get("orders", Promise()) == Promise()
+    finally:
+        node.stopping = False  # so that `stop` runs its cleanup
+        await node.stop(release=False)

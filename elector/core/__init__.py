@@ -25,6 +25,7 @@ from elector.core._messages import (
     Role,
     Send,
     SteppedDown,
+    TakeOver,
 )
 from elector.core._quorum import cannot_reach, majority
 from elector.core._voter import Signer, Voter
@@ -52,6 +53,7 @@ __all__ = [
     "Send",
     "Signer",
     "SteppedDown",
+    "TakeOver",
     "Voter",
     "cannot_reach",
     "majority",

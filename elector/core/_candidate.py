@@ -9,6 +9,8 @@
   timer, so every granting voter's lease outlasts that belief even if this clock runs fast by max_drift.
 * It renews every `renew_ms`; each majority renewal moves the deadline. It steps down the moment the
   deadline passes, when a voter shows it a higher epoch, when the storage fences it out, or on release.
+* On release it names a successor and asks it to campaign at once (`TakeOver`); the successor wins by
+  the voters' usual rules, so this changes who campaigns first, never who may be granted what.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from elector.core._messages import (
     Role,
     Send,
     SteppedDown,
+    TakeOver,
 )
 from elector.core._quorum import cannot_reach, majority
 
@@ -68,7 +71,7 @@ class CandidateTiming:
         reach the next one's voter on a busy machine (a message can take ten milliseconds there, and more
         than a slot means a split vote, which costs a round timeout and a backoff), a small part of the
         lease. The turns after the first are taken only when the candidates before are down."""
-        return max(5.0, self.request_timeout_ms / 5)
+        return max(10.0, self.request_timeout_ms / 5)
 
     @property
     def jitter_ms(self) -> float:
@@ -85,6 +88,8 @@ class _Round:
     refused: dict[str, Refuse]
     retry: dict[str, float] = field(default_factory=dict)  # voter -> when to ask it again
     recruited: set[str] = field(default_factory=set)  # voters a leader asked for its epoch this round
+    ended: dict[str, str | None] = field(default_factory=dict)  # voter -> whose lease it said ended
+    asked_again: set[str] = field(default_factory=set)  # voters asked again once that lease ended
 
 
 class Candidate:
@@ -113,6 +118,7 @@ class Candidate:
         self._failures = 0
         self._outbid_retries = 0
         self._released = False
+        self._answered: frozenset[str] = frozenset()  # voters that made up the last majority round
         # A fresh candidate campaigns soon, spread out so that a whole cluster starting at once does not duel.
         self._campaign_at: float | None = now + rng.uniform(0, timing.jitter_ms)
 
@@ -168,7 +174,10 @@ class Candidate:
                 rnd = self._round
                 assert rnd is not None
                 retry_at = now + message.lease_remaining_ms + _RETRY_SLACK_MS
-                if (
+                if self.role is Role.CANDIDATE and self._ended_before(rnd, sender, message):
+                    # That voter already said this lease ended: its refusal was overtaken. Ask again.
+                    self._ask_again(rnd, sender, out)
+                elif (
                     self.role is Role.CANDIDATE
                     and 0 < message.lease_remaining_ms
                     and retry_at < (rnd.started + self.timing.request_timeout_ms)
@@ -214,22 +223,51 @@ class Candidate:
                 self._see(message.promised_epoch)
             case LeaseEnded():
                 self._see(message.epoch)
+                if self.role is Role.CANDIDATE and self._round is not None:
+                    self._lease_ended_in_round(self._round, sender, message, out)
+                elif self.role is Role.FOLLOWER and not self._released and self._round is None:
+                    self._campaign_at = now + self._stagger(message)
+            case TakeOver():
+                # The leader handed over to us: campaign now, not after the voters' LeaseEnded comes back.
+                self._see(message.epoch)
                 if self.role is Role.FOLLOWER and not self._released and self._round is None:
-                    self._campaign_at = now + self._stagger(message.holder)
+                    self._start_round(now, out, renewal=False)
             case _:
                 pass
         return out
 
     def release(self, now: float) -> Output:
-        """Give the lease back (graceful shutdown) and stop campaigning."""
+        """Give the lease back (graceful shutdown) and stop campaigning.
+
+        A leader hands over to a successor it names in the `Release` and asks to campaign at once
+        (`TakeOver`, sent after the `Release`: the successor's own voter then hears the lease end
+        first). The voters pass the name on, and the other candidates stand aside for its round.
+        """
         out = Output()
         self._released = True
         self._campaign_at = None
         if self.role is Role.LEADER:
-            out.messages += [Send(v, Release(self.group, self.epoch, self.id)) for v in self.voters]
+            successor = self._successor()
+            out.messages += [
+                Send(v, Release(self.group, self.epoch, self.id, successor=successor)) for v in self.voters
+            ]
+            if successor is not None:
+                out.messages.append(Send(successor, TakeOver(self.group, self.highest_seen, self.id)))
             self._step_down("released", now, out)
+        elif self.role is Role.CANDIDATE:
+            # Abandon the campaign (or `resume` would find a candidate with no round, waiting forever).
+            assert self._round is not None
+            self._give_back(self._round, out)
+            self.role = Role.FOLLOWER
         self._round = None
         return out
+
+    def _successor(self) -> str | None:
+        """The first other member, in member order, among those that answered this leader's last round
+        (up and reachable a moment ago); the first other member if none did."""
+        others = [v for v in self.voters if v != self.id]
+        answered = [v for v in others if v in self._answered]
+        return (answered or others or [None])[0]
 
     def resume(self, now: float) -> Output:
         """Take part in elections again after `release`."""
@@ -247,21 +285,50 @@ class Candidate:
 
     # -- rounds -------------------------------------------------------------------------------------------
 
-    def _stagger(self, previous_holder: str | None) -> float:
+    def _stagger(self, ended: LeaseEnded) -> float:
         """Delay before campaigning on LeaseEnded: every candidate hears it at once, so they take turns.
 
-        Each takes a slot by its place among the voters other than the previous holder (gone, or
-        handing over), plus up to a millisecond of seeded jitter: the first campaign reaches the voters
-        before the second starts, so votes rarely split, and the first one starts at once (a handover
-        waits for no more than that). The order must be the same at every candidate, so it depends on
-        nothing but the member list and the message.
+        The successor a releasing leader named campaigns on its `TakeOver`, which carries the epoch to
+        campaign above; it waits a slot here only in case that message was lost. The others leave it a
+        whole round. Then each takes a slot by its place among the voters other than the previous holder
+        (gone, or handing over) and the successor, plus up to a millisecond of seeded jitter: the first
+        campaign reaches the voters before the second starts, so votes rarely split. The order must be
+        the same at every candidate, so it depends on nothing but the member list and the message.
         """
-        order = [v for v in self.voters if v != previous_holder]
+        if ended.successor == self.id:
+            return self.timing.slot_ms
+        wait = 0.0 if ended.successor is None else self.timing.request_timeout_ms
+        order = [v for v in self.voters if v not in (ended.holder, ended.successor)]
         if self.id not in order:
-            return self._rng.uniform(0, self.timing.jitter_ms)
+            return wait + self._rng.uniform(0, self.timing.jitter_ms)
         rank = order.index(self.id)
         slot = self.timing.slot_ms
-        return rank * slot + self._rng.uniform(0, min(slot / 2, _TURN_JITTER_MS))
+        return wait + rank * slot + self._rng.uniform(0, min(slot / 2, _TURN_JITTER_MS))
+
+    def _ended_before(self, rnd: _Round, voter: str, refuse: Refuse) -> bool:
+        """The voter refused for a lease it had already said ended, and was not asked again yet."""
+        return (
+            refuse.reason is RefuseReason.LEASE_LIVE
+            and voter not in rnd.asked_again
+            and voter in rnd.ended
+            and rnd.ended[voter] == refuse.holder
+        )
+
+    def _lease_ended_in_round(self, rnd: _Round, voter: str, ended: LeaseEnded, out: Output) -> None:
+        """A voter that refused this campaign for a lease says that lease ended: ask it again now.
+
+        A successor's campaign can reach a voter before the old leader's release does. The refusal
+        and the LeaseEnded travel separately, in either order; whichever comes second asks again.
+        """
+        refused = rnd.refused.get(voter)
+        rnd.ended[voter] = ended.holder
+        if refused is not None and self._ended_before(rnd, voter, refused):
+            del rnd.refused[voter]
+            self._ask_again(rnd, voter, out)
+
+    def _ask_again(self, rnd: _Round, voter: str, out: Output) -> None:
+        rnd.asked_again.add(voter)
+        out.messages.append(Send(voter, Campaign(self.group, rnd.epoch, self.id, rnd.number)))
 
     def _see(self, epoch: int) -> None:
         self.highest_seen = max(self.highest_seen, epoch)
@@ -299,6 +366,7 @@ class Candidate:
         if len(rnd.granted) >= majority(n):
             deadline = rnd.started + self.timing.trusted_ms
             self._round = None
+            self._answered = frozenset(rnd.granted)
             if self.role is Role.CANDIDATE:
                 self.role = Role.LEADER
                 self.deadline = deadline
@@ -331,10 +399,7 @@ class Candidate:
         assert rnd is not None
         self._round = None
         self.role = Role.FOLLOWER
-        # Give back what was granted, or those voters would block every other candidate for a lease.
-        out.messages += [
-            Send(v, Release(self.group, rnd.epoch, self.id, abandoned=True)) for v in sorted(rnd.granted)
-        ]
+        self._give_back(rnd, out)
         # A lease of an older epoch belongs to a leader: wait for it to end. A lease at our epoch or above
         # belongs to a rival campaigning at the same time (a split vote): back off at random instead.
         blocked = sorted(
@@ -342,8 +407,12 @@ class Candidate:
             for r in rnd.refused.values()
             if r.lease_remaining_ms > 0 and r.promised_epoch < rnd.epoch
         )
-        # Voters not blocked by a lease are free now; wait until enough of the blocked ones are free too.
-        free = len(self.voters) - len(blocked)
+        # Voters that answered and are not blocked by a lease are free now (a silent one may be down): wait
+        # until enough of the blocked ones are free too. Counting the silent as free, a candidate whose own
+        # voter granted it would back off at random and campaign into the moment the lease ends, splitting
+        # the vote with the candidate the voters' LeaseEnded sent first.
+        silent = len(self.voters) - len(rnd.granted) - len(rnd.refused)
+        free = len(self.voters) - len(blocked) - silent
         need = majority(len(self.voters)) - free
         if at is not None:
             wait = at - now
@@ -363,6 +432,12 @@ class Candidate:
             wait += self._rng.uniform(0, self.timing.jitter_ms)
         self._campaign_at = now + wait
         out.events.append(CampaignFailed(self.group, rnd.epoch, self._campaign_at))
+
+    def _give_back(self, rnd: _Round, out: Output) -> None:
+        """Release a lost campaign's grants, or those voters would block every other candidate for a lease."""
+        out.messages += [
+            Send(v, Release(self.group, rnd.epoch, self.id, abandoned=True)) for v in sorted(rnd.granted)
+        ]
 
     def _step_down(self, reason: str, now: float, out: Output) -> None:
         out.events.append(SteppedDown(self.group, self.epoch, reason))

@@ -32,12 +32,30 @@ class Release:
 
     `abandoned`: a campaign that lost gives back its grants. The voter then wakes no waiter: the other
     side of a split vote hears of it at the same moment, and both would campaign again together.
+    `successor`: a leader handing over names the candidate it asked to take over (`TakeOver`); the voter
+    passes the name on in `LeaseEnded`, so that the others stand aside for that candidate's round.
     """
 
     group: str
     epoch: int
     holder: str
     abandoned: bool = False
+    successor: str | None = None
+
+
+# -- candidate -> candidate ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TakeOver:
+    """A leader handing over asks one candidate to campaign at once, above `epoch` (the highest it saw).
+
+    It carries no authority: the successor wins votes only by the voters' usual rules.
+    """
+
+    group: str
+    epoch: int
+    holder: str
 
 
 # -- voter -> candidate --------------------------------------------------------------------------------
@@ -90,9 +108,10 @@ class LeaseEnded:
     epoch: int
     voter: str
     holder: str | None  # whose lease ended: it is not expected to campaign first
+    successor: str | None = None  # named by the holder that released it: it campaigns first
 
 
-Message = Campaign | Renew | Release | Grant | Renewed | Refuse | LeaseEnded
+Message = Campaign | Renew | Release | TakeOver | Grant | Renewed | Refuse | LeaseEnded
 
 
 # -- outputs -------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ Rules, per group:
 * After a (re)start it remembers promises but not lease timers, so for one full lease it grants nothing
   to a holder other than the one it promised last: a lease it granted before the crash may still be live.
 * When a lease ends (expiry or release) it tells the candidates it refused meanwhile, so they campaign
-  at that moment instead of polling.
+  at that moment instead of polling; with the successor a releasing holder named, who campaigns first.
 """
 
 from __future__ import annotations
@@ -169,11 +169,11 @@ class Voter:
         if msg.abandoned:
             lease.waiters.clear()  # rivals of a split vote: they retry on their own random backoff
         elif not self._quiet(msg.group, now):
-            self._notify(msg.group, lease, out)
+            self._notify(msg.group, lease, out, msg.successor)
         lease.holder = None
         return out
 
-    def _notify(self, group: str, lease: _Lease, out: Output) -> None:
-        ended = LeaseEnded(group, self.promise(group).epoch, self.id, lease.holder)
+    def _notify(self, group: str, lease: _Lease, out: Output, successor: str | None = None) -> None:
+        ended = LeaseEnded(group, self.promise(group).epoch, self.id, lease.holder, successor)
         out.messages += [Send(waiter, ended) for waiter in sorted(lease.waiters)]
         lease.waiters.clear()

@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,16 @@ def monotonic_ms() -> float:
     return time.monotonic() * 1000.0
 
 
+def drifting_clock(rate: float) -> Callable[[], float]:
+    """A clock in ms that runs `rate` times real speed from now: the lab's clock drift (`--clock-rate`).
+
+    A node on it believes its leases `1 / rate` times as long as its voters do in real time; the lease's
+    drift bound (`max_drift`) is what it breaks beyond.
+    """
+    origin = monotonic_ms()
+    return lambda: origin + (monotonic_ms() - origin) * rate
+
+
 class LeadershipLost(Exception):
     """This node no longer leads the group: stop acting on its behalf."""
 
@@ -68,11 +78,12 @@ class Lease:
     epoch: int
     holder: str
     token: str
-    deadline: float  # monotonic ms
+    deadline: float  # ms on the node's clock
     lost: asyncio.Event = field(default_factory=asyncio.Event)
+    clock: Callable[[], float] = field(default=monotonic_ms, repr=False, compare=False)
 
     def remaining_ms(self) -> float:
-        return max(0.0, self.deadline - monotonic_ms()) if not self.lost.is_set() else 0.0
+        return max(0.0, self.deadline - self.clock()) if not self.lost.is_set() else 0.0
 
 
 def timing_of(cluster: Cluster) -> CandidateTiming:
@@ -89,7 +100,11 @@ class Node:
         data_dir: str,
         *,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = monotonic_ms,
+        clock_rate: float = 1.0,
     ) -> None:
+        """`clock` (ms) times every lease; `clock_rate` is how fast it runs against real time, which the
+        timers' sleeps are scaled by (1.0 but for `drifting_clock(clock_rate)`)."""
         self.cluster = cluster
         self.id = node_id
         self.member = cluster.member(node_id)
@@ -99,6 +114,8 @@ class Node:
         self.metrics = NodeMetrics()
         self._key = cluster.private_key(node_id)
         self._rng = rng or random.Random()
+        self._clock = clock
+        self._clock_rate = clock_rate
         self._voter: Voter | None = None
         self._candidates: dict[str, Candidate] = {}
         self.leases: dict[str, Lease] = {}
@@ -113,7 +130,7 @@ class Node:
     # -- life ---------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        now = monotonic_ms()
+        now = self._clock()
         promises = await asyncio.to_thread(self.store.load)
         self._voter = Voter(
             self.id, lease_ms=self.timing.lease_ms, sign=self._sign, promises=promises, now=now
@@ -160,9 +177,13 @@ class Node:
         `answers`: the messages are themselves answers (a response body, or a local voter's replies): there
         is no response to carry anything back, so messages for `sender` leave as new requests.
         """
-        now = monotonic_ms()
+        now = self._clock()
         out = Output()
         for message in messages:
+            if self.stopping and isinstance(message, Campaign | Renew):
+                # A campaign can still reach a leaving node in the response to one of its last requests;
+                # its promise would cost an fsync just as the new leader's fence commits on the same disk.
+                continue
             if isinstance(message, VOTER_MESSAGES):
                 assert self._voter is not None
                 out.merge(self._voter.step(sender, message, now))
@@ -176,19 +197,19 @@ class Node:
         """Hand the group's lease over now. The node campaigns again after `resume_after_ms` (None: never)."""
         candidate = self._candidate(group)
         was_leader = candidate.role is Role.LEADER
-        await self._carry_out(candidate.release(monotonic_ms()))
+        await self._carry_out(candidate.release(self._clock()))
         if resume_after_ms is not None:
             asyncio.get_running_loop().call_later(resume_after_ms / 1000, self._resume, group)
         return was_leader
 
     def _resume(self, group: str) -> None:
-        task = asyncio.create_task(self._carry_out(self._candidate(group).resume(monotonic_ms())))
+        task = asyncio.create_task(self._carry_out(self._candidate(group).resume(self._clock())))
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
 
     async def fenced(self, group: str, current_epoch: int) -> None:
         """The storage refused this node's write (409): a newer leader fenced it out."""
-        await self._carry_out(self._candidate(group).fenced(current_epoch, monotonic_ms()))
+        await self._carry_out(self._candidate(group).fenced(current_epoch, self._clock()))
 
     def _candidate(self, group: str) -> Candidate:
         try:
@@ -204,13 +225,13 @@ class Node:
             if self._voter is not None:
                 wakes.append(self._voter.wake_at())
             pending = [w for w in wakes if w is not None]
-            delay = (min(pending) - monotonic_ms()) / 1000 if pending else 1.0
+            delay = (min(pending) - self._clock()) / 1000 / self._clock_rate if pending else 1.0
             self._wake.clear()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await self._wake.wait()
-            now = monotonic_ms()
+            now = self._clock()
             out = Output()
             if self._voter is not None:
                 out.merge(self._voter.tick(now))
@@ -264,11 +285,11 @@ class Node:
             await self.receive(peer, replies, answers=True)
 
     async def _on_event(self, event: Any) -> None:
-        now = monotonic_ms()
+        now = self._clock()
         match event:
             case BecameLeader(group=group, epoch=epoch, signatures=signatures, deadline=deadline):
                 token = FencingToken(self.cluster.id, group, epoch, self.id, signatures).encode()
-                self.leases[group] = Lease(group, epoch, self.id, token, deadline)
+                self.leases[group] = Lease(group, epoch, self.id, token, deadline, clock=self._clock)
                 self.metrics.became_leader(group, epoch)
                 log_event(
                     log,
@@ -318,14 +339,14 @@ class Node:
     def lease(self, group: str) -> Lease | None:
         """The live lease of `group` if this node leads it right now."""
         lease = self.leases.get(group)
-        if lease is None or not self._candidate(group).is_leader(monotonic_ms()):
+        if lease is None or not self._candidate(group).is_leader(self._clock()):
             return None
         return lease
 
     def leader_view(self, group: str) -> dict[str, Any]:
         """Who leads `group` as this node sees it: itself, or the holder its own voter backs."""
         candidate = self._candidate(group)
-        now = monotonic_ms()
+        now = self._clock()
         if candidate.is_leader(now):
             return {
                 "group": group,

@@ -15,12 +15,21 @@ from elector.core import (
     Release,
     Renew,
     Renewed,
+    TakeOver,
 )
 
 _TYPES: dict[str, type] = {
-    cls.__name__.lower(): cls for cls in (Campaign, Renew, Release, Grant, Renewed, Refuse, LeaseEnded)
+    cls.__name__.lower(): cls
+    for cls in (Campaign, Renew, Release, TakeOver, Grant, Renewed, Refuse, LeaseEnded)
 }
-_FIELD_TYPES = {"group": str, "epoch": int, "candidate": str, "round": int, "holder": (str, type(None))}
+_FIELD_TYPES = {
+    "group": str,
+    "epoch": int,
+    "candidate": str,
+    "round": int,
+    "holder": (str, type(None)),
+    "successor": (str, type(None)),
+}
 
 
 class WireError(ValueError):

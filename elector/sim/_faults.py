@@ -4,7 +4,8 @@ Per message (elector links): loss, duplication, and delay with a heavy tail (whi
 Node-to-storage links are TCP connections: FIFO, no duplication, but loss and long stalls (the
 "delayed write" that arrives after a new leader fenced). The nemesis picks, by the seed, a schedule of
 partitions (halves, isolate one, majority ring, bridge, one-way), crashes and restarts, pauses longer
-than the lease, and clock drift within the configured bound (or, in its own mode, beyond it).
+than the lease, graceful handovers (a leader releases and names a successor), and clock drift within
+the configured bound (or, in its own mode, beyond it).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class FaultConfig:
     crashes: bool = True
     pauses: bool = True
     drift: bool = True
+    releases: bool = True  # graceful handovers: a node gives back every lease it holds, rejoins later
     drift_beyond_bound: bool = False
     crash_after_persist: float = 0.02  # chance a voter dies between its fsync and its answer
 
@@ -40,6 +42,7 @@ class FaultConfig:
             crashes=False,
             pauses=False,
             drift=False,
+            releases=False,
             crash_after_persist=0,
         )
 
@@ -54,6 +57,7 @@ class FaultCounts:
     crashes: int = 0
     crashes_after_persist: int = 0
     pauses: int = 0
+    releases: int = 0
     drifts: int = 0
     partition_drops: int = 0  # messages lost to a cut link
 

@@ -56,6 +56,7 @@ class Nemesis:
         self.undo: list[tuple[float, str, str]] = []  # (at, kind, node)
         self.counts = world.network.counts
         kinds = [("partition", faults.partitions), ("crash", faults.crashes), ("drift", faults.drift)]
+        kinds.append(("release", faults.releases))
         kinds.append(("pause", faults.pauses and not strict))
         self.kinds = [k for k, on in kinds if on]
         world.crash_listeners.append(self._crashed_after_persist)
@@ -80,6 +81,15 @@ class Nemesis:
                 w.crash(victim)
                 self.undo.append((w.now + self.rng.uniform(0.1, 3.0) * TIMING.lease_ms, "restart", victim))
                 self.trace.append(f"{w.now:10.3f} nemesis crash {victim}")
+        elif kind == "release":
+            # Mostly a leader (the handover is what is interesting), sometimes anyone.
+            leading = [n for n in nodes if any(n in w.leaders(g) for g in w.groups)]
+            victim = self.rng.choice(leading if leading and self.rng.random() < 0.8 else nodes)
+            if w.nodes[victim].up and not w.nodes[victim].paused and w.nodes[victim].candidates:
+                self.counts.releases += 1
+                w.release(victim)
+                self.undo.append((w.now + self.rng.uniform(0.1, 2.0) * TIMING.lease_ms, "rejoin", victim))
+                self.trace.append(f"{w.now:10.3f} nemesis release {victim}")
         elif kind == "pause":
             victim = self.rng.choice(nodes)
             if w.nodes[victim].up and not w.nodes[victim].paused:
@@ -140,10 +150,16 @@ class Nemesis:
             w.restart(node)
         elif kind == "resume":
             w.resume(node)
+        elif kind == "rejoin" and w.nodes[node].paused:
+            self.undo.append((w.now + 0.1 * TIMING.lease_ms, "rejoin", node))  # frozen: not yet
+            return
+        elif kind == "rejoin":
+            w.rejoin(node)
         self.trace.append(f"{w.now:10.3f} nemesis {kind} {node}".rstrip())
 
     def heal_all(self) -> None:
-        for _, kind, node in sorted(self.undo):
+        # Rejoins last: a paused node must be resumed before it can campaign again.
+        for _, kind, node in sorted(self.undo, key=lambda u: (u[1] == "rejoin", u)):
             self._undo(kind, node)
         self.undo.clear()
         self.world.heal()

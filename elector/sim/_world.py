@@ -202,6 +202,25 @@ class World:
         self._tick(node)
         self._refresh(node)
 
+    def release(self, node_id: str) -> None:
+        """Graceful handover (SIGTERM's first act): every candidate of the node gives its lease back, a
+        leader naming a successor, and campaigns no more until `rejoin`."""
+        node = self.nodes[node_id]
+        if not node.up or node.paused:
+            return
+        for candidate in node.candidates.values():
+            self._apply(node, candidate.release(node.local(self.now)))
+        self._refresh(node)
+
+    def rejoin(self, node_id: str) -> None:
+        """After `release`: the node's candidates take part in elections again, campaigning at once."""
+        node = self.nodes[node_id]
+        if not node.up or node.paused:
+            return
+        for candidate in node.candidates.values():
+            self._apply(node, candidate.resume(node.local(self.now)))
+        self._refresh(node)
+
     def set_clock_rate(self, node_id: str, rate: float) -> None:
         self.nodes[node_id].set_rate(self.now, rate)
         self._refresh(self.nodes[node_id])

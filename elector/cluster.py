@@ -146,7 +146,11 @@ def init(
     base_port: int = 7100,
     timing: Timing | None = None,
 ) -> Cluster:
-    """Write `out_dir/cluster.toml` and one private key file per member (mode 0600)."""
+    """Write `out_dir/cluster.toml` and one private key file per member (mode 0600).
+
+    `{id}` in `host` becomes each member's id: in a container network each member's address is then its
+    service name (`n1:7100`, `n2:7101`, ...), while on one machine all share 127.0.0.1.
+    """
     if not 1 <= nodes <= 9:
         raise ClusterFileError("--nodes must be between 1 and 9")
     timing = timing or Timing()
@@ -165,7 +169,9 @@ def init(
         with os.fdopen(fd, "wb") as handle:
             handle.write(pem)
         public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        members.append(Member(f"n{i}", f"{host}:{base_port + i - 1}", b64url(public), key_file))
+        member_id = f"n{i}"
+        address = f"{host.replace('{id}', member_id)}:{base_port + i - 1}"
+        members.append(Member(member_id, address, b64url(public), key_file))
     lines = [
         "# fencekeeper cluster file: written by `fencekeeper cluster init`; copy it to every node.",
         f"cluster = {_toml_str(cluster_id)}",

@@ -1,7 +1,9 @@
-"""The counter workload: what a node does while it leads, for the end-to-end tests and the partition lab.
+"""The counter workload: what a node does while it leads, for the end-to-end tests and the partition lab;
+also `fencekeeper workload`, the same loop in a program of its own that takes its tokens from the nodes.
 
-Forever: wait to lead the group; raise the fence of the namespace (= the group) to the lease's epoch; read
-the counter once (absent = 0); then every `interval_ms` write counter + 1, blindly, with the lease's token.
+Forever: wait to lead the group; raise the fence of the namespace (= the group) to the lease's epoch and
+read the counter behind it (absent = 0), both in one request; then every `interval_ms` write counter + 1,
+blindly, with the lease's token.
 It behaves as a leader that trusts its exclusivity would: between writes it looks only at `lease.lost`,
 never at the clock, so a paused or partitioned leader does write with a dead token when it wakes up, and
 the storage's fence is what has to stop it. A refusal (409) ends the lease (`FencedWriter`); the loop
@@ -20,8 +22,8 @@ import logging
 import aiohttp
 
 from elector._log import log_event
-from elector.node.runtime import LeadershipLost, Lease, Node
-from elector.writer import FencedWriter
+from elector.node.runtime import LeadershipLost, Lease
+from elector.writer import FencedWriter, LeaderSource
 from storage_service.client import StaleTokenError, StorageClient, StorageError
 
 log = logging.getLogger("elector.workload")
@@ -31,7 +33,7 @@ TRANSIENT = (StorageError, aiohttp.ClientError, TimeoutError, ValueError)
 
 
 async def run_counter(
-    node: Node,
+    node: LeaderSource,
     group: str,
     storage_url: str,
     *,
@@ -68,12 +70,14 @@ async def run_counter(
                 await asyncio.sleep(RETRY_S)
 
 
-async def _lead(node: Node, lease: Lease, storage: StorageClient, key: str, interval_s: float) -> None:
+async def _lead(
+    node: LeaderSource, lease: Lease, storage: StorageClient, key: str, interval_s: float
+) -> None:
     group = lease.group
     writer = FencedWriter(node, lease, storage)
     fields = {"node": node.id, "group": group, "epoch": lease.epoch, "key": key}
     try:
-        fenced = await writer.fence()
+        fenced = await writer.fence(read=key)
     except LeadershipLost as exc:
         _rejected(fields, "fence", exc)
         raise
@@ -84,8 +88,7 @@ async def _lead(node: Node, lease: Lease, storage: StorageClient, key: str, inte
         **fields,
         previous_epoch=fenced.previous_epoch,
     )
-    current = await writer.get(key)
-    value = int(current.data) if current is not None else 0
+    value = int(fenced.read.data) if fenced.read is not None else 0
     loop = asyncio.get_running_loop()
     next_at = loop.time()
     while not lease.lost.is_set():

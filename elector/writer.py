@@ -14,9 +14,21 @@ news a leader can get: `FencedWriter` hands it to the node (which steps down at 
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
+from typing import Protocol
 
 from elector.node.runtime import LeadershipLost, Lease, Node
 from storage_service.client import Fenced, StaleTokenError, StorageClient, Value, Written
+
+
+class LeaderSource(Protocol):
+    """What a leader's writes need of the elector: an in-process `Node`, or, for a program beside the
+    nodes, their local API (`elector.sidecar.RemoteLeader`)."""
+
+    id: str  # the writer's name in the storage's audit
+
+    async def wait_for_leadership(self, group: str) -> Lease: ...
+
+    async def fenced(self, group: str, current_epoch: int) -> None: ...
 
 
 def leadership(node: Node, group: str) -> AbstractAsyncContextManager[Lease]:
@@ -33,7 +45,7 @@ class FencedWriter:
     """
 
     def __init__(
-        self, node: Node, lease: Lease, storage: StorageClient, namespace: str | None = None
+        self, node: LeaderSource, lease: Lease, storage: StorageClient, namespace: str | None = None
     ) -> None:
         self.node = node
         self.lease = lease
@@ -54,11 +66,14 @@ class FencedWriter:
             f"is below the fence at {exc.current_epoch}"
         )
 
-    async def fence(self) -> Fenced:
-        """Raise the namespace's fence to this lease's epoch: from now on no older leader can write."""
+    async def fence(self, *, read: str | None = None) -> Fenced:
+        """Raise the namespace's fence to this lease's epoch: from now on no older leader can write.
+
+        `read`: a key to read as well once the fence stands (`Fenced.read`), in the same round trip.
+        """
         self._check()
         try:
-            return await self.storage.raise_fence(self.namespace, self.lease.token)
+            return await self.storage.raise_fence(self.namespace, self.lease.token, read=read)
         except StaleTokenError as exc:
             raise await self._fenced_out(exc) from exc
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from elector import cluster as cluster_file
 from elector.cluster import ClusterFileError, Timing
@@ -10,6 +11,16 @@ from fencekeeper.cli import CliError
 
 
 def run(args: argparse.Namespace) -> int:
+    existing = Path(args.out) / "cluster.toml"
+    if args.if_missing and existing.exists():
+        # New keys would orphan every voter's promises and the storage's fences: keep what is there, if
+        # it is a cluster file at all.
+        try:
+            cluster = cluster_file.load(existing)
+        except ClusterFileError as exc:
+            raise CliError(str(exc)) from None
+        print(f"kept {existing} (cluster {cluster.id}, {len(cluster.members)} members)")
+        return 0
     try:
         cluster = cluster_file.init(
             args.out,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import re
 import socket
 import sys
@@ -17,11 +18,10 @@ from rich.table import Table
 
 from elector import cluster as cluster_file
 from elector.cluster import Cluster, ClusterFileError
-from elector.node.runtime import Node
+from elector.node.runtime import Node, drifting_clock, monotonic_ms
 from elector.node.server import create_node_app
 from elector.workload import run_counter
-from fencekeeper.cli import CliError
-from storage_service.logs import configure_logging
+from fencekeeper.cli import CliError, open_log
 from storage_service.names import KEY_MAX_LENGTH, KEY_RE
 
 GROUP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a group is named like its storage namespace
@@ -38,31 +38,41 @@ def _cluster(path: str) -> Cluster:
         raise CliError(str(exc)) from None
 
 
-def run_node(args: argparse.Namespace) -> int:
-    cluster = _cluster(args.cluster)
+def workload_groups(args: argparse.Namespace) -> list[str]:
+    """The groups, once --group, --storage and --workload-key are known to be usable (`node run` and
+    `workload` take the same three)."""
     groups = args.groups or ["default"]
     for group in groups:
         if not GROUP_RE.fullmatch(group):
             raise CliError(
                 f"--group {group!r}: use 1-128 of A-Z a-z 0-9 . _ - (it names a storage namespace)"
             )
-    try:
-        member = cluster.member(args.id)
-        node = Node(cluster, args.id, groups, args.data_dir)
-    except (ClusterFileError, KeyError) as exc:
-        raise CliError(str(exc).strip("'\"")) from None
-    except OSError as exc:
-        raise CliError(f"cannot use --data-dir {args.data_dir}: {exc.strerror}") from None
     if args.storage is not None and not args.storage.startswith(("http://", "https://")):
         raise CliError(f"--storage must be an http:// or https:// URL (got {args.storage!r})")
     if len(args.workload_key) > KEY_MAX_LENGTH or not KEY_RE.fullmatch(args.workload_key):
         raise CliError(f"--workload-key {args.workload_key!r} is not a storage key (A-Z a-z 0-9 . _ ~ - /)")
-    host, _, port = member.address.rpartition(":")
+    return groups
+
+
+def run_node(args: argparse.Namespace) -> int:
+    cluster = _cluster(args.cluster)
+    groups = workload_groups(args)
     try:
-        sock = socket.create_server((host, int(port)))
+        member = cluster.member(args.id)
+        clock = monotonic_ms if args.clock_rate == 1.0 else drifting_clock(args.clock_rate)
+        node = Node(cluster, args.id, groups, args.data_dir, clock=clock, clock_rate=args.clock_rate)
+    except (ClusterFileError, KeyError) as exc:
+        raise CliError(str(exc).strip("'\"")) from None
     except OSError as exc:
-        raise CliError(f"cannot listen on {member.address} (member {args.id}): {exc.strerror}") from None
-    configure_logging(args.log_file)
+        raise CliError(f"cannot use --data-dir {args.data_dir}: {exc.strerror}") from None
+    _check_voter_state(node, args.data_dir)
+    host, _, port = member.address.rpartition(":")
+    listen = args.listen or host
+    try:
+        sock = socket.create_server((listen, int(port)))
+    except OSError as exc:
+        raise CliError(f"cannot listen on {listen}:{port} (member {args.id}): {exc.strerror}") from None
+    open_log(args.log_file)
     app = create_node_app(node)
     if args.storage:
         app.cleanup_ctx.append(_workload(node, args.storage, args.workload_key, args.write_interval_ms))
@@ -70,6 +80,21 @@ def run_node(args: argparse.Namespace) -> int:
     # are closed by the stopping node, so nothing is left worth waiting for.
     web.run_app(app, sock=sock, print=None, access_log=None, shutdown_timeout=2.0)
     return 0
+
+
+def _check_voter_state(node: Node, data_dir: str) -> None:
+    """Fail now, not at the first grant: a voter that cannot keep its promises must not vote."""
+    if not os.access(node.store.dir, os.W_OK | os.X_OK):
+        raise CliError(f"cannot use --data-dir {data_dir}: not writable by this user")
+    try:
+        node.store.load()
+    except OSError as exc:
+        raise CliError(f"cannot read {node.store.path}: {exc.strerror}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CliError(
+            f"{node.store.path} is damaged ({exc!r}); do not delete it: a voter without its promises "
+            "could grant an epoch twice (docs/deploy.md)"
+        ) from None
 
 
 def _workload(

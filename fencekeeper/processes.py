@@ -53,20 +53,22 @@ class StorageProcess:
         db_url: str,
         log_file: Path,
         *,
+        host: str = "127.0.0.1",
         port: int | None = None,
         fencing: bool = True,
         extra_args: tuple[str, ...] = (),
     ) -> None:
         self.db_url = db_url
         self.log_file = log_file
-        self.port = port or free_port()
+        self.host = host
+        self.port = port or free_port(host)
         self.fencing = fencing
         self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
         return [
@@ -78,7 +80,7 @@ class StorageProcess:
             "--db",
             self.db_url,
             "--host",
-            "127.0.0.1",
+            self.host,
             "--port",
             str(self.port),
             "--fencing",

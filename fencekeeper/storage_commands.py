@@ -15,12 +15,12 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from elector import cluster as cluster_file
 from elector.cluster import ClusterFileError
-from fencekeeper.cli import CliError
+from fencekeeper.cli import CliError, open_log
 from storage_service import migrate
 from storage_service.app import create_app
 from storage_service.config import StorageConfig
 from storage_service.db import make_engine
-from storage_service.logs import configure_logging, log_event
+from storage_service.logs import log_event
 from storage_service.store import FencedStore
 from storage_service.tokens import PlainEpochVerifier, QuorumVerifier, TokenVerifier
 
@@ -51,7 +51,7 @@ def _verifier(args: argparse.Namespace) -> TokenVerifier:
 
 def serve(args: argparse.Namespace) -> int:
     verifier = _verifier(args)
-    configure_logging(args.log_file)
+    open_log(args.log_file)
     config = StorageConfig(
         verifier=verifier,
         db_url=args.db,

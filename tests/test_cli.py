@@ -2,38 +2,25 @@
 
 from __future__ import annotations
 
-import json
+import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 
-def fencekeeper(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def fencekeeper(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the command line with `env` as its only FENCEKEEPER_* variables (none by default)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FENCEKEEPER_")}
     return subprocess.run(
-        [sys.executable, "-m", "fencekeeper", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "fencekeeper", *args],
+        env=clean | (env or {}),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
-
-
-@pytest.mark.slow
-def test_demo_shows_both_split_brains_refused_with_fencing_and_damaging_without(tmp_path: Path) -> None:
-    result = fencekeeper("demo", "--out", str(tmp_path), timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.count('"event": "write_rejected"') >= 2  # the storage's log lines, shown whole
-    for scenario in ("leader-pause", "leader-partition"):
-        assert f"{scenario}, fencing on: safe" in result.stdout
-        assert f"{scenario}, fencing off: damaged" in result.stdout
-        on = json.loads((tmp_path / f"{scenario}-fencing-on" / "report.json").read_text())
-        off = json.loads((tmp_path / f"{scenario}-fencing-off" / "report.json").read_text())
-        assert on["safe"] and on["stale_writes_rejected"] >= 1
-        assert on["stale_writes_logged"] == on["stale_writes_rejected"]
-        assert on["unsafe_writes"] == on["lost_updates"] == 0
-        assert not off["safe"] and off["stale_writes_rejected"] == 0
-        assert off["lost_updates"] > 0 or off["unsafe_writes"] > 0
-        for report in (on, off):
-            assert report["election_count"] >= 2 and report["accepted_writes"] > 50, report
-            assert Path(report["timeline"]).stat().st_size > 10_000
 
 
 @pytest.mark.parametrize(

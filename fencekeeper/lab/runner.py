@@ -4,10 +4,12 @@ Why proxies: every byte between two nodes, and between a node and the storage, c
 owns (`fencekeeper/lab/proxy.py`), so a scenario can cut, delay or hold any directed link without root.
 Each node gets its own copy of cluster.toml in which the *other* members' addresses are its outbound
 listeners (keys and cluster id unchanged), and a storage URL that is its own listener to the storage.
+With `--net netns` (root) there are no proxies: each node runs in its own network namespace and the
+partitions are iptables rules there (`fencekeeper/lab/netns.py`).
 
 Everything the run starts is stopped in `finally` blocks (Ctrl-C included): nodes by process group,
-then the storage, the proxies and a throwaway PostgreSQL. The run directory keeps the evidence:
-run.json, nemesis.jsonl, n*.log, storage.log, history.json, rejections.json (and report.json,
+then the storage, the proxies, a throwaway PostgreSQL and the namespaces. The run directory keeps the
+evidence: run.json, nemesis.jsonl, n*.log, storage.log, history.json, rejections.json (and report.json,
 timeline.png written by the report).
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import random
 import secrets
@@ -28,10 +31,15 @@ from typing import Any
 import aiohttp
 
 from elector import cluster as cluster_file
-from fencekeeper.lab.nemesis import SCENARIOS, Nemesis
+from fencekeeper.lab.nemesis import DRIFT_RATE, Nemesis, cycles
+from fencekeeper.lab.netns import Netns
+from fencekeeper.lab.network import Network, ProxyNetwork
 from fencekeeper.lab.proxy import Link, ProxySet
-from fencekeeper.processes import NodeProcess, StorageProcess, free_port
+from fencekeeper.pgtemp import PgTemp
+from fencekeeper.processes import NodeProcess, StorageProcess, free_base_port
 from storage_service.client import StorageClient
+
+FIRST_LEADER_S = 30.0
 
 
 @dataclass
@@ -48,7 +56,7 @@ class LabConfig:
     net: str = "proxy"
     lease_ms: int = 1000
     nemesis_every: float | None = None
-    clock_rate: dict[str, float] = field(default_factory=dict)
+    clock_rate: dict[str, float] = field(default_factory=dict)  # node -> rate; clock-drift's default if empty
 
 
 def _write_cluster(base: cluster_file.Cluster, path: Path, addresses: dict[str, str]) -> None:
@@ -88,9 +96,14 @@ class Lab:
         self.lease_s = config.lease_ms / 1000
         self.nemesis_every = config.nemesis_every
         self.node_ids = [f"n{i}" for i in range(1, config.nodes + 1)]
+        self.cycles = cycles(config.scenario, config.nodes, config.net)  # ValueError when it cannot run
+        drift = {self.node_ids[0]: DRIFT_RATE} if "clock-drift" in config.scenario.split("+") else {}
+        self.clock_rates = {n: (config.clock_rate or drift).get(n, 1.0) for n in self.node_ids}
         self.proxies = ProxySet(seed=config.seed)
         self.peer_links: dict[tuple[str, str], Link] = {}
-        self.storage_links: dict[str, Link] = {}
+        self.storage_links: dict[str, Link] = {}  # empty with --net netns
+        self.net: Network = ProxyNetwork(self.peer_links, self.proxies.links)
+        self.pg: PgTemp | None = None
         self.nodes: dict[str, NodeProcess] = {}
         self.storage: StorageProcess
         self.nemesis = Nemesis(self, self.out / "nemesis.jsonl")
@@ -127,6 +140,13 @@ class Lab:
         answers = await asyncio.gather(*(ask(n) for n in self.node_ids))
         return {n: a for n, a in zip(self.node_ids, answers, strict=True) if a is not None}
 
+    async def release(self, node: str) -> None:
+        """Ask `node` to hand its lease over (it campaigns again a lease later)."""
+        assert self._session is not None
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            async with self._session.post(f"http://{self.real[node]}/v1/groups/{self.group}/release"):
+                pass
+
     async def wait_leader(self, above: int = 0) -> tuple[str, int] | None:
         """The node that says it leads (highest epoch), or None if the run ends first."""
         while self.time_left() > 0:
@@ -141,37 +161,57 @@ class Lab:
 
     # -- setting up ---------------------------------------------------------------------------------------
 
-    async def _setup(self, db_url: str) -> None:
+    def listen_ports(self) -> tuple[int, dict[str, int]]:
+        """The storage's port and each node's, all below the kernel's ephemeral range.
+
+        Why: the proxies listen on port 0 and open outbound connections, both of which take ephemeral
+        ports; a node or storage port picked from that range can be taken by one of them before the
+        process binds it (or rebinds it after a restart). A node whose port a proxy holds is answered for
+        by another node, whose grants then carry the wrong voter's name.
+        """
+        base = free_base_port(len(self.node_ids) + 1)
+        return base, {n: base + i for i, n in enumerate(self.node_ids, start=1)}
+
+    async def _setup(self, db_url: str, netns: Netns | None) -> None:
+        """Cluster files, storage and nodes; with `netns`, nodes in their namespaces, else behind proxies."""
         cfg = self.config
         cluster_dir = self.out / "cluster"
         base = cluster_file.init(cluster_dir, cfg.nodes, timing=cluster_file.Timing.for_lease(cfg.lease_ms))
-        self.real = {n: f"127.0.0.1:{free_port()}" for n in self.node_ids}
+        storage_port, ports = self.listen_ports()
+        self.real = {n: f"{netns.ips[n] if netns else '127.0.0.1'}:{ports[n]}" for n in self.node_ids}
         self.storage = StorageProcess(
             db_url,
             self.out / "storage.log",
+            host=netns.host_ip if netns else "127.0.0.1",
+            port=storage_port,
             fencing=cfg.fencing,
             extra_args=("--token-verify", "quorum", "--cluster", str(cluster_dir / "cluster.toml")),
         )
-        for a in self.node_ids:
-            self.storage_links[a] = await self.proxies.add(f"{a}->storage", ("127.0.0.1", self.storage.port))
-            for b in self.node_ids:
-                if a != b:
-                    host, port = self.real[b].rsplit(":", 1)
-                    self.peer_links[(a, b)] = await self.proxies.add(f"{a}->{b}", (host, int(port)))
+        if netns is None:
+            for a in self.node_ids:
+                self.storage_links[a] = await self.proxies.add(f"{a}->storage", ("127.0.0.1", storage_port))
+                for b in self.node_ids:
+                    if a != b:
+                        target = ("127.0.0.1", ports[b])
+                        self.peer_links[(a, b)] = await self.proxies.add(f"{a}->{b}", target)
+        else:
+            self.net = netns
         for n in self.node_ids:
-            addresses = {
-                m: self.real[m] if m == n else self.peer_links[(n, m)].address for m in self.node_ids
-            }
+            if netns is None:
+                addresses = {m: self.peer_links[(n, m)].address for m in self.node_ids if m != n}
+                storage_url, prefix = f"http://{self.storage_links[n].address}", []
+            else:
+                addresses, storage_url, prefix = {}, self.storage.url, netns.exec_prefix(n)
             path = cluster_dir / f"cluster-{n}.toml"
-            _write_cluster(base, path, addresses)
+            _write_cluster(base, path, self.real | addresses)
             args = [
-                sys.executable, "-m", "fencekeeper", "node", "run",
+                *prefix, sys.executable, "-m", "fencekeeper", "node", "run",
                 "--cluster", str(path), "--id", n, "--data-dir", str(self.out / f"data-{n}"),
                 "--group", self.group, "--log-file", str(self.out / f"{n}.log"),
-                "--storage", f"http://{self.storage_links[n].address}",
+                "--storage", storage_url,
             ]  # fmt: skip
-            if n in cfg.clock_rate:
-                args += ["--clock-rate", str(cfg.clock_rate[n])]
+            if self.clock_rates[n] != 1.0:
+                args += ["--clock-rate", str(self.clock_rates[n])]
             self.nodes[n] = NodeProcess(
                 n, args, f"http://{self.real[n]}", self.out / f"{n}.log", self.out / f"{n}.err"
             )
@@ -204,34 +244,40 @@ class Lab:
             (self.out / stale).unlink(missing_ok=True)
         for n in self.node_ids:
             (self.out / f"{n}.log").unlink(missing_ok=True)
-        cycle = SCENARIOS[cfg.scenario]
-        meta: dict[str, Any] = {"config": asdict(cfg), "group": self.group, "nodes": self.node_ids}
-        with contextlib.ExitStack() as stack:
+        meta: dict[str, Any] = {"config": asdict(cfg), "group": self.group, "nodes": self.node_ids,
+                                "clock_rates": self.clock_rates}  # fmt: skip
+        with contextlib.ExitStack() as stack:  # closed last: after the finally below stopped every process
             db_url = cfg.db or f"sqlite+aiosqlite:///{self.out / 'storage.db'}"
             if cfg.db is None:
                 for suffix in ("", "-wal", "-shm"):
                     (self.out / f"storage.db{suffix}").unlink(missing_ok=True)
             if cfg.db == "pg-temp":
-                from fencekeeper.pgtemp import PgTemp
-
-                pg = stack.enter_context(PgTemp())
-                db_url = pg.url
+                self.pg = stack.enter_context(PgTemp(port=free_base_port(1)))  # restarts rebind the port
+                db_url = self.pg.url
+            netns = stack.enter_context(Netns(self.node_ids)) if cfg.net == "netns" else None
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.5))
             ticker: asyncio.Task[None] | None = None
             try:
-                await self._setup(db_url)
+                await self._setup(db_url, netns)
+                # The run's time starts with a first leader: a scenario's duration is all fault time,
+                # however long the first election takes on a busy machine.
+                self.ends_at = time.monotonic() + FIRST_LEADER_S
+                if await self.wait_leader() is None:
+                    raise RuntimeError(f"no node led within {FIRST_LEADER_S:.0f} s of starting")
                 meta["started"] = time.time()
                 self.nemesis.log("run-start", "all")
                 self.started = time.monotonic()
                 self.ends_at = self.started + cfg.duration
                 if on_tick is not None:
                     ticker = asyncio.create_task(self._tick(on_tick))
-                while self.time_left() > 0:
+                for cycle in itertools.cycle(self.cycles):
+                    if self.time_left() <= 0:
+                        break
                     await cycle(self, self.nemesis)
                 self.ends_at = time.monotonic() + 2 * self.lease_s  # settle: heal, wake, let a leader write
                 for fault in list(self.nemesis.open):
                     self.nemesis.end(fault, "heal")
-                self.proxies.heal_all()
+                self.net.heal()
                 for n, node in self.nodes.items():
                     if not node.alive():
                         node.spawn()

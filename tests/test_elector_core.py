@@ -14,6 +14,7 @@ from elector.core import (
     CampaignFailed,
     Candidate,
     CandidateTiming,
+    EpochMoved,
     Grant,
     LeaseEnded,
     LeaseExtended,
@@ -306,6 +307,82 @@ def test_a_leader_does_not_ask_a_voter_that_moved_past_its_epoch() -> None:
     assert out.messages == []
 
 
+def renewal_round(c: Candidate) -> tuple[float, int]:
+    """Let the leader's next renewal go out; (when, its round number)."""
+    at = c.wake_at()
+    assert at is not None
+    out = c.tick(at)
+    return at, next(s.message.round for s in out.messages if isinstance(s.message, Renew))
+
+
+def moving_leader(late: bool = False) -> tuple[Candidate, float, list[Send]]:
+    """A leader at epoch 1 whose renewal n3 refused for a promise of epoch 4 that holds no lease there
+    (a campaign that failed), and the round after: (leader, when that round started, what it sent).
+
+    `late`: the refusal comes after the majority's renewals (the slowest voter's answer often does)."""
+    c = leader()
+    at, rnd = renewal_round(c)
+    stuck = Refuse("g", 1, "n3", rnd, RefuseReason.NOT_HOLDER, 4, None, 0)
+    if not late:
+        assert c.step("n3", stuck, now=at + 1).messages == []
+    for v in ("n1", "n2"):
+        c.step(v, Renewed("g", 1, v, rnd), now=at + 2)
+    if late:
+        assert c.step("n3", stuck, now=at + 3).messages == []
+    assert c.epoch == 1 and c.is_leader(at + 3)
+    at = c.wake_at()
+    assert at is not None
+    return c, at, c.tick(at).messages
+
+
+@pytest.mark.parametrize("late", [False, True])
+def test_a_leader_moves_to_a_fresh_epoch_above_a_promise_that_holds_no_lease(late: bool) -> None:
+    # Found by the partition lab: n3 promised epoch 4 to a campaign that failed, so it refused every renewal
+    # of epoch 1 and the leader renewed on a bare majority; one partition more deposed it.
+    c, at, sent = moving_leader(late)
+    # The next round asks every voter for epoch 5: above every promise it has seen, granted by the usual
+    # rule by the voters that back it and by those that back no one.
+    rnd = sent[0].message.round
+    assert [s.message for s in sent] == [Campaign("g", 5, "n1", rnd)] * 3
+    assert c.epoch == 1 and c.is_leader(at)  # it still leads at epoch 1 meanwhile
+    c.step("n3", Grant("g", 5, "n1", "n3", rnd, "s3"), now=at + 1)
+    [moved] = c.step("n2", Grant("g", 5, "n1", "n2", rnd, "s2"), now=at + 2).events
+    assert moved == EpochMoved("g", 5, 1, {"n3": "s3", "n2": "s2"}, at + TIMING.trusted_ms)
+    assert (c.epoch, c.signatures, c.deadline) == (5, {"n3": "s3", "n2": "s2"}, at + TIMING.trusted_ms)
+    _, rnd = renewal_round(c)  # and renews epoch 5 from then on
+    assert c.step("n1", Renewed("g", 5, "n1", rnd), now=c.deadline - 1).events == []
+
+
+def test_a_leader_moving_to_a_fresh_epoch_moves_higher_when_outbid_and_gives_no_grant_back() -> None:
+    c, at, sent = moving_leader()
+    rnd = sent[0].message.round
+    # n2 and n3 promised epoch 6 meanwhile, to a campaign given up since; a grant of epoch 5 comes late.
+    for v in ("n2", "n3"):
+        c.step(v, Refuse("g", 5, v, rnd, RefuseReason.PROMISED, 6, None, 0), now=at + 1)
+    assert c.is_leader(at + 1) and c.epoch == 1  # not superseded: no one else holds a lease
+    late = c.step("n1", Grant("g", 5, "n1", "n1", rnd, "s1"), now=at + 2)
+    assert late.messages == []  # giving it back would end a lease the leader's belief may rest on
+    at = c.wake_at()
+    assert at is not None
+    assert {s.message.epoch for s in c.tick(at).messages if isinstance(s.message, Campaign)} == {7}
+
+
+def test_a_leader_refused_for_another_holders_live_lease_at_a_newer_epoch_steps_down() -> None:
+    c = leader()
+    at, rnd = renewal_round(c)
+    for v in ("n2", "n3"):
+        out = c.step(v, Refuse("g", 1, v, rnd, RefuseReason.NOT_HOLDER, 4, "n3", 1500), now=at + 1)
+    assert out.events == [SteppedDown("g", 1, "superseded")]
+
+
+def test_a_leader_moving_to_a_fresh_epoch_releases_both_epochs() -> None:
+    c, at, _ = moving_leader()
+    out = c.release(now=at + 1)
+    # Each voter ends the lease of whichever of the two epochs it promised this leader, ignoring the other.
+    releases = [s.message for s in out.messages if isinstance(s.message, Release)]
+    assert sorted((r.epoch, r.successor) for r in releases) == [(1, "n2")] * 3 + [(5, "n2")] * 3
+
+
 def test_a_grant_that_comes_after_the_campaign_was_lost_is_given_back() -> None:
     c = candidate()
     msg = campaign(c, c.wake_at())
@@ -321,7 +398,8 @@ def test_a_grant_that_comes_after_the_campaign_was_lost_is_given_back() -> None:
 
 def test_release_names_the_first_member_that_answered_and_asks_it_to_take_over() -> None:
     c = leader()  # n1 and n2 granted its epoch
-    c.step("n3", Refuse("g", 1, "n3", 9, RefuseReason.NOT_HOLDER, 4, None, 0), now=10)  # a stray answer
+    stray = Refuse("g", 1, "n3", 9, RefuseReason.NOT_HOLDER, 4, "n3", 1500)  # a stray answer, of a rival
+    c.step("n3", stray, now=10)
     out = c.release(now=100)
     releases = [s for s in out.messages if isinstance(s.message, Release)]
     assert [s.to for s in releases] == list(VOTERS)

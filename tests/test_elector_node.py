@@ -9,11 +9,14 @@ import subprocess
 import sys
 
 import pytest
+from aiohttp import web
 
 from elector import cluster as cluster_file
-from elector.cluster import Timing
-from elector.core import Campaign, Promise
-from elector.node.runtime import Node
+from elector.cluster import Cluster, Timing
+from elector.core import Campaign, Output, Promise, Release, Voter
+from elector.node import wire
+from elector.node.runtime import Node, monotonic_ms
+from elector.token import FencingToken, sign_grant
 from fencekeeper.processes import NodeProcess, free_base_port
 
 
@@ -88,4 +91,60 @@ async def test_a_leaving_node_promises_nothing_even_in_a_response(tmp_path) -> N
         assert node.store.load().get("orders", Promise()) == Promise()
     finally:
         node.stopping = False  # so that `stop` runs its cleanup
+        await node.stop(release=False)
+
+
+class PeerVoter:
+    """A peer that is nothing but the core's voter behind `/v1/peer`, which the test can take off the
+    network (503) and step directly."""
+
+    def __init__(self, cluster: Cluster, voter_id: str) -> None:
+        key = cluster.private_key(voter_id)
+        self.voter = Voter(
+            voter_id,
+            lease_ms=cluster.timing.lease_ms,
+            sign=lambda g, e, h: sign_grant(key, cluster.id, g, e, h),
+            promises={},
+            now=monotonic_ms(),
+        )
+        self.up = True
+
+    async def peer(self, request: web.Request) -> web.Response:
+        if not self.up:
+            return web.Response(status=503)
+        body = await request.json()
+        out = Output()
+        for raw in body["messages"]:
+            out.merge(self.voter.step(body["from"], wire.decode(raw), monotonic_ms()))
+        replies = [wire.encode(s.message) for s in out.messages if s.to == body["from"]]
+        return web.json_response({"messages": replies})
+
+
+async def test_a_leader_moving_to_a_fresh_epoch_ends_the_old_lease_and_hands_out_the_new_token(
+    tmp_path, aiohttp_server
+) -> None:
+    cluster = cluster_file.init(tmp_path / "c", 3, base_port=free_base_port(3), timing=Timing.for_lease(500))
+    peers = {m.id: PeerVoter(cluster, m.id) for m in cluster.members[1:]}
+    for m in cluster.members[1:]:
+        app = web.Application()
+        app.router.add_post("/v1/peer", peers[m.id].peer)
+        await aiohttp_server(app, port=int(m.address.rsplit(":", 1)[1]))
+    peers["n3"].up = False
+    node = Node(cluster, "n1", ["orders"], str(tmp_path / "n1"))
+    await node.start()
+    try:
+        first = await asyncio.wait_for(node.wait_for_leadership("orders"), 5)
+        assert first.epoch == 1
+        # Cut off, n3 granted a campaign above epoch 1 that then failed: it never renews epoch 1.
+        stuck = peers["n3"].voter
+        stuck.step("n2", Campaign("orders", 4, "n2", 1), monotonic_ms())
+        stuck.step("n2", Release("orders", 4, "n2", abandoned=True), monotonic_ms())
+        peers["n3"].up = True
+        await asyncio.wait_for(first.lost.wait(), 5)
+        moved = await asyncio.wait_for(node.wait_for_leadership("orders"), 1)
+        token = FencingToken.decode(moved.token)
+        assert (moved.epoch, token.epoch, token.holder) == (5, 5, "n1")
+        assert len(token.signatures) >= 2 and not moved.lost.is_set()
+        assert stuck.promise("orders") == Promise(5, "n1")
+    finally:
         await node.stop(release=False)

@@ -153,3 +153,33 @@ def test_same_seed_same_run() -> None:
         run_checked(w, 5000)
         logs.append([(round(at, 6), n, repr(e)) for at, n, e in w.log])
     assert logs[0] == logs[1]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_majorities_ring_does_not_depose_a_leader_that_reaches_a_majority(seed: int) -> None:
+    # Found by the partition lab: two nodes that start after the election campaign above the leader's epoch
+    # and fail, and their voters, promised above it, refused every renewal; a ring that left the leader one
+    # of them as a neighbour then cost it its lease, although it still reached a majority.
+    nodes = ("n1", "n2", "n3", "n4", "n5")
+    w = world(seed, lease_ms=600, nodes=nodes)
+    late = ("n4", "n5")
+    for node in late:
+        w.crash(node)
+    run_checked(w, 300)
+    for node in late:
+        w.restart(node)
+    run_checked(w, 2000)
+    [leader] = w.leaders("g")
+    # The ring gives the leader the two voters with the highest promises as its neighbours.
+    others = sorted(
+        (n for n in nodes if n != leader), key=lambda n: -w.nodes[n].disk.get("g", Promise()).epoch
+    )
+    ring = [others[0], leader, *others[1:]]
+    for i, a in enumerate(ring):
+        for j, b in enumerate(ring):
+            if min((i - j) % 5, (j - i) % 5) > 1:
+                w.cut_link(a, b)
+    cut_at = w.now
+    run_checked(w, cut_at + 3 * 600)
+    assert w.leaders("g") == [leader]
+    assert not [e for at, n, e in w.log if at > cut_at and isinstance(e, SteppedDown)]

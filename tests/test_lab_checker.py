@@ -78,6 +78,21 @@ def test_a_clean_history_is_safe_and_measured() -> None:
     assert 0 < report["write_availability_pct"] < 100
 
 
+def test_a_leader_moving_to_a_fresh_epoch_is_no_failover() -> None:
+    data = clean()
+    # n2, elected at epoch 2, moves to epoch 7 and then 9 (`epoch_moved`); a fault at 2.2 s deposes no one.
+    data.node_logs["n2"] += [
+        {"event": "epoch_moved", "epoch": 7, "previous_epoch": 2, "ts": iso(1.8)},
+        {"event": "epoch_moved", "epoch": 9, "previous_epoch": 7, "ts": iso(2.25)},
+    ]
+    data.history += [write(10, 7, "n2", 10, 1.9), write(11, 9, "n2", 11, 2.3)]
+    data.nemesis.append(
+        {"at": T0 + 2.2, "action": "partition", "target": "ring", "phase": "start", "fault": 2}
+    )
+    assert [f["failover_ms"] for f in checker.failovers(data)] == [620.0, None]
+    assert checker.check(data)["safe"]
+
+
 def test_a_stale_write_accepted_is_unsafe_and_a_lost_update() -> None:
     data = clean()
     data.history.append(write(10, 1, "n1", 6, 1.9))  # the old leader's late write, accepted

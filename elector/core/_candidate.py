@@ -8,7 +8,11 @@
   `start_of_round + lease × (1 − max_drift) − margin`: the round started before any voter started its own
   timer, so every granting voter's lease outlasts that belief even if this clock runs fast by max_drift.
 * It renews every `renew_ms`; each majority renewal moves the deadline. It steps down the moment the
-  deadline passes, when a voter shows it a higher epoch, when the storage fences it out, or on release.
+  deadline passes, when voters show it another holder's lease at a higher epoch, when the storage fences
+  it out, or on release.
+* A voter that promised a higher epoch to a campaign that holds no lease there will never renew the
+  leader's epoch: the leader moves to a fresh epoch above it, asking every voter by the usual rule, so
+  that it keeps as many voters as it reaches (a new fencing token, `EpochMoved`).
 * On release it names a successor and asks it to campaign at once (`TakeOver`); the successor wins by
   the voters' usual rules, so this changes who campaigns first, never who may be granted what.
 """
@@ -24,6 +28,7 @@ from elector.core._messages import (
     Campaign,
     CampaignFailed,
     CampaignStarted,
+    EpochMoved,
     Grant,
     LeaseEnded,
     LeaseExtended,
@@ -119,6 +124,7 @@ class Candidate:
         self._outbid_retries = 0
         self._released = False
         self._answered: frozenset[str] = frozenset()  # voters that made up the last majority round
+        self._moving: int | None = None  # while leading: the fresh epoch its rounds ask for instead
         # A fresh candidate campaigns soon, spread out so that a whole cluster starting at once does not duel.
         self._campaign_at: float | None = now + rng.uniform(0, timing.jitter_ms)
 
@@ -207,20 +213,26 @@ class Candidate:
                     # majority, and one more failure deposes it.
                     rnd.recruited.add(sender)
                     out.messages.append(Send(sender, Campaign(self.group, self.epoch, self.id, rnd.number)))
+                elif self.role is Role.LEADER and self._stale_promise(message):
+                    self._move_above(message.promised_epoch)
+                    rnd.refused[sender] = message
+                    self._check_round(now, out)
                 else:
                     rnd.refused[sender] = message
                     self._check_round(now, out)
-            case Grant() if message.holder == self.id and not (
-                self.role is Role.LEADER and message.epoch == self.epoch
-            ):
+            case Grant() if message.holder == self.id and self.role is not Role.LEADER:
                 # A grant for a campaign already given up: it came after the refusals (or the timeout) that
                 # lost it (the voter fsyncs its promise before granting, so its answer is often the last).
                 # Give it back, as `_campaign_lost` does for the grants it saw, or that voter refuses every
-                # other candidate until the lease ends.
+                # other candidate until the lease ends. A leader gives nothing back: a late grant of a
+                # round that moved it to a fresh epoch comes from a voter its lease may rest on.
                 self._see(message.epoch)
                 out.messages.append(Send(sender, Release(self.group, message.epoch, self.id, abandoned=True)))
             case Refuse():
                 self._see(message.promised_epoch)
+                # The answer of a round that a majority had already decided: usually the slowest voter's.
+                if self.role is Role.LEADER and self._stale_promise(message):
+                    self._move_above(message.promised_epoch)
             case LeaseEnded():
                 self._see(message.epoch)
                 if self.role is Role.CANDIDATE and self._round is not None:
@@ -248,8 +260,12 @@ class Candidate:
         self._campaign_at = None
         if self.role is Role.LEADER:
             successor = self._successor()
+            # Moving, it may hold either epoch at a voter; the voter ignores the one it did not promise.
+            epochs = [self.epoch] if self._moving is None else [self.epoch, self._moving]
             out.messages += [
-                Send(v, Release(self.group, self.epoch, self.id, successor=successor)) for v in self.voters
+                Send(v, Release(self.group, e, self.id, successor=successor))
+                for e in epochs
+                for v in self.voters
             ]
             if successor is not None:
                 out.messages.append(Send(successor, TakeOver(self.group, self.highest_seen, self.id)))
@@ -330,6 +346,23 @@ class Candidate:
         rnd.asked_again.add(voter)
         out.messages.append(Send(voter, Campaign(self.group, rnd.epoch, self.id, rnd.number)))
 
+    def _stale_promise(self, refuse: Refuse) -> bool:
+        """The voter refused this leader's epoch (or the one it is moving to) for a promise at or above it,
+        to a campaign that holds no lease there (it failed, or was given up): it will never back that
+        epoch, but it can grant a fresh one."""
+        return (
+            refuse.epoch in (self.epoch, self._moving)
+            and refuse.promised_epoch >= refuse.epoch
+            and refuse.holder is None
+            and refuse.lease_remaining_ms == 0
+        )
+
+    def _move_above(self, promised: int) -> None:
+        """From the next round on, ask every voter for a fresh epoch above every promise seen (unless the
+        epoch it is moving to already is above this one: its voters then grant it again)."""
+        if self._moving is None or self._moving <= promised:
+            self._moving = self.highest_seen + 1
+
     def _see(self, epoch: int) -> None:
         self.highest_seen = max(self.highest_seen, epoch)
 
@@ -339,7 +372,15 @@ class Candidate:
 
     def _start_round(self, now: float, out: Output, *, renewal: bool) -> None:
         self._rounds += 1
-        if renewal:
+        if renewal and self._moving is not None:
+            # A leader moving to a fresh epoch: it renews by campaigning for it. Every voter that would
+            # renew its epoch grants the fresh one (above its promise, its lease held by this leader),
+            # so the round reaches no fewer voters than a renewal would.
+            epoch = self._moving
+            self._see(epoch)
+            self._next_renew = now + self.timing.renew_ms
+            out.messages += [Send(v, Campaign(self.group, epoch, self.id, self._rounds)) for v in self.voters]
+        elif renewal:
             epoch = self.epoch
             self._next_renew = now + self.timing.renew_ms
             out.messages += [Send(v, Renew(self.group, epoch, self.id, self._rounds)) for v in self.voters]
@@ -374,15 +415,27 @@ class Candidate:
                 self._failures = 0
                 self._next_renew = rnd.started + self.timing.renew_ms
                 out.events.append(BecameLeader(self.group, self.epoch, dict(rnd.granted), deadline))
-            elif self.role is Role.LEADER and deadline > self.deadline:
+            elif rnd.epoch != self.epoch:
+                # A majority granted the fresh epoch: a lease as a renewal would give, and a new token.
+                previous, self.epoch, self._moving = self.epoch, rnd.epoch, None
+                self.signatures = dict(rnd.granted)
+                self.deadline = max(self.deadline, deadline)
+                out.events.append(
+                    EpochMoved(self.group, self.epoch, previous, dict(rnd.granted), self.deadline)
+                )
+            elif deadline > self.deadline:
                 self.deadline = deadline
                 out.events.append(LeaseExtended(self.group, self.epoch, deadline))
         elif cannot_reach(n, len(rnd.refused)):
             if self.role is Role.CANDIDATE:
                 self._campaign_lost(now, out)
-            elif any(r.promised_epoch > self.epoch for r in rnd.refused.values()):
-                # Voters enough to block every renewal have moved on to a newer epoch: leave now rather
-                # than at the deadline (until which no one else can win a majority anyway).
+            elif any(
+                r.promised_epoch > self.epoch and r.holder not in (None, self.id)
+                for r in rnd.refused.values()
+            ):
+                # Voters enough to block every renewal back another holder at a newer epoch: leave now
+                # rather than at the deadline (until which no one else can win a majority anyway). Mere
+                # promises with no lease behind them are what moving to a fresh epoch is for.
                 self._step_down("superseded", now, out)
             else:
                 self._round = None  # a failed renewal: the deadline decides; the next renewal may succeed
@@ -445,6 +498,7 @@ class Candidate:
         self.deadline = float("-inf")
         self.signatures = {}
         self._round = None
+        self._moving = None
         self._next_renew = float("inf")
         if not self._released:
             # Another candidate is probably taking over; the voters will say when its lease ends.

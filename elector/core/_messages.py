@@ -159,6 +159,20 @@ class LeaseExtended:
 
 
 @dataclass(frozen=True, slots=True)
+class EpochMoved:
+    """A leader moved to a fresh epoch without losing its lease (it still leads): a new fencing token.
+
+    Its writers raise the fence again with the new token and read again before they write on.
+    """
+
+    group: str
+    epoch: int
+    previous_epoch: int
+    signatures: dict[str, str]
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
 class SteppedDown:
     group: str
     epoch: int
@@ -172,7 +186,7 @@ class CampaignFailed:
     retry_at: float
 
 
-Event = CampaignStarted | BecameLeader | LeaseExtended | SteppedDown | CampaignFailed
+Event = CampaignStarted | BecameLeader | LeaseExtended | EpochMoved | SteppedDown | CampaignFailed
 
 
 @dataclass

@@ -30,6 +30,7 @@ from elector.core import (
     CampaignStarted,
     Candidate,
     CandidateTiming,
+    EpochMoved,
     LeaseExtended,
     Message,
     Output,
@@ -71,7 +72,9 @@ class Lease:
     """This node's leadership of one group at one epoch, while it lasts.
 
     `token` is the fencing token to send with every write; `lost` is set the moment the node stops
-    believing it leads (lease expired, superseded, fenced by the storage, released).
+    believing it leads (lease expired, superseded, fenced by the storage, released), and when it moves
+    to a fresh epoch while leading: `wait_for_leadership` then returns the new epoch's lease at once, and
+    its writer raises the fence again with the new token.
     """
 
     group: str
@@ -299,6 +302,22 @@ class Node:
                     group=group,
                     epoch=epoch,
                 )
+            case EpochMoved(group=group, epoch=epoch, previous_epoch=previous, signatures=signatures):
+                token = FencingToken(self.cluster.id, group, epoch, self.id, signatures).encode()
+                old = self.leases.get(group)
+                self.leases[group] = Lease(group, epoch, self.id, token, event.deadline, clock=self._clock)
+                if old is not None:
+                    old.lost.set()  # its token is the old epoch's: the writer fences again and reads again
+                self.metrics.epoch.labels(group).set(epoch)
+                log_event(
+                    log,
+                    "epoch_moved",
+                    f"{self.id} moved its leadership of {group} from epoch {previous} to epoch {epoch}",
+                    node=self.id,
+                    group=group,
+                    epoch=epoch,
+                    previous_epoch=previous,
+                )
             case LeaseExtended(group=group, epoch=epoch, deadline=deadline):
                 lease = self.leases.get(group)
                 if lease is not None and lease.epoch == epoch:
@@ -383,5 +402,6 @@ class Node:
         try:
             yield lease
         finally:
-            if not lease.lost.is_set():
+            current = self.leases.get(group)  # not `lease`: the node may have moved to a fresh epoch
+            if current is not None and not current.lost.is_set():
                 await self.release(group, resume_after_ms=self.timing.lease_ms)

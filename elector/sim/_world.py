@@ -19,6 +19,7 @@ from elector.core import (
     Campaign,
     Candidate,
     CandidateTiming,
+    EpochMoved,
     Event,
     Grant,
     Message,
@@ -281,7 +282,7 @@ class World:
         workload = node.workloads.get(getattr(event, "group", ""))
         if workload is None:
             return
-        if isinstance(event, BecameLeader):
+        if isinstance(event, BecameLeader | EpochMoved):  # a new token: fence again, read again
             self._send_storage(node, workload.lead(event.epoch, node.local(self.now)))
         elif isinstance(event, SteppedDown):
             workload.stop()

@@ -202,9 +202,28 @@ def split_brain(intervals: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # -- liveness ---------------------------------------------------------------------------------------------
 
 
+def elected_epoch(data: RunData) -> dict[int, int]:
+    """Epoch -> the epoch its leader was elected at. A leader that moved to a fresh epoch (`epoch_moved`)
+    leads on: its writes at the fresh epoch are no failover."""
+    moved = {
+        e["epoch"]: e["previous_epoch"]
+        for events in data.node_logs.values()
+        for e in events
+        if e.get("event") == "epoch_moved"
+    }
+    elected: dict[int, int] = {}
+    for epoch in moved:
+        first = epoch
+        while first in moved:
+            first = moved[first]
+        elected[epoch] = first
+    return elected
+
+
 def failovers(data: RunData) -> list[dict[str, Any]]:
-    """For each fault: the time to the first accepted write of a newer epoch (before the next fault)."""
-    writes = [(ts(w["at"]), w["epoch"]) for w in data.history if "at" in w]
+    """For each fault: the time to the first accepted write of a newer election (before the next fault)."""
+    elected = elected_epoch(data)
+    writes = [(ts(w["at"]), elected.get(w["epoch"], w["epoch"])) for w in data.history if "at" in w]
     starts: list[float] = []
     for t in sorted(ts(e["at"]) for e in data.nemesis if e.get("phase") == "start"):
         if not starts or t - starts[-1] > COMPOUND_S:  # faults started together are one fault

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from elector import cluster as cluster_file
 from elector.token import FencingToken, sign_grant
+from fencekeeper.lab.proxy import Link, ProxySet
 from fencekeeper.processes import NodeProcess, StorageProcess, free_base_port
 from storage_service.client import StaleTokenError, StorageClient, TokenRefusedError
 
@@ -43,6 +44,7 @@ class Cluster:
     nodes: dict[str, NodeProcess]
     session: aiohttp.ClientSession
     client: StorageClient
+    storage_links: dict[str, Link]  # each node reaches the storage through its own proxy link
 
     async def get(self, url: str) -> tuple[int, Any]:
         try:
@@ -137,7 +139,7 @@ class Cluster:
 
 
 async def _start_cluster(
-    tmp_path: Path, pg_url: str, procs: list[Any], session: aiohttp.ClientSession
+    tmp_path: Path, pg_url: str, procs: list[Any], session: aiohttp.ClientSession, proxies: ProxySet
 ) -> Cluster:
     base = free_base_port(len(NODES))
     cluster_dir = tmp_path / "cluster"
@@ -171,7 +173,9 @@ async def _start_cluster(
     )
     procs.append(storage)
     nodes = {}
+    links = {}
     for member in cluster.members:
+        links[member.id] = await proxies.add(f"{member.id}->storage", ("127.0.0.1", storage.port))
         args = [
             sys.executable,
             "-m",
@@ -187,7 +191,7 @@ async def _start_cluster(
             "--group",
             GROUP,
             "--storage",
-            storage.url,
+            f"http://{links[member.id].address}",
             "--log-file",
             str(tmp_path / f"{member.id}.log"),
         ]
@@ -196,7 +200,8 @@ async def _start_cluster(
         )
         nodes[member.id] = node
         procs.append(node)
-    c = Cluster(tmp_path, cluster, storage, nodes, session, StorageClient(storage.url, session=session))
+    client = StorageClient(storage.url, session=session)
+    c = Cluster(tmp_path, cluster, storage, nodes, session, client, links)
     # The nodes take longest to start: spawn them first (their workloads retry until the storage serves).
     for node in nodes.values():
         node.spawn()
@@ -216,8 +221,11 @@ async def cluster(tmp_path: Path, pg_url: str, request: pytest.FixtureRequest) -
             proc.kill()
 
     request.addfinalizer(kill_all)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-        yield await _start_cluster(tmp_path, pg_url, procs, session)
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session,
+        ProxySet(seed=1) as proxies,
+    ):
+        yield await _start_cluster(tmp_path, pg_url, procs, session, proxies)
 
 
 # -- tests -------------------------------------------------------------------------------------------------
@@ -298,6 +306,13 @@ async def test_a_paused_leader_is_fenced_out_when_it_wakes_up(cluster: Cluster) 
     await cluster.wait_writes(epoch)
     node = cluster.nodes[leader]
 
+    # Stopped as a write leaves it, that write held by its proxy link until it wakes: the pause that
+    # matters falls between a leader's decision to write and the write reaching the storage. (A SIGSTOP
+    # at a random moment lands while it idles between writes, and on waking its timer may notice the
+    # lost lease before the next write: then there is nothing stale to refuse.)
+    link = cluster.storage_links[leader]
+    caught = link.trap("up")
+    await asyncio.wait_for(caught.wait(), 2)
     node.signal(signal.SIGSTOP)
     try:
         await asyncio.sleep(3 * LEASE_MS / 1000)
@@ -306,8 +321,9 @@ async def test_a_paused_leader_is_fenced_out_when_it_wakes_up(cluster: Cluster) 
         await cluster.wait_writes(new_epoch)
     finally:
         node.signal(signal.SIGCONT)
+        link.release("up")
 
-    # It wakes up believing it leads, writes with its old token, and the fence refuses it.
+    # It wakes up believing it leads, its write goes out with the old token, and the fence refuses it.
     deadline = time.monotonic() + 5
     while True:
         rejections = await cluster.client.rejections(GROUP)

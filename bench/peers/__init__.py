@@ -1,0 +1,1 @@
+"""fencekeeper side by side with etcd's and ZooKeeper's election recipes: `python -m bench.peers`."""

@@ -86,6 +86,23 @@ def _reachable_by(path: Path, uid: int, gids: set[int]) -> Path | None:
     return None
 
 
+def postgres_can_reach(path: str | os.PathLike[str]) -> bool:
+    """Whether a PostgreSQL we start could keep its data at `path`: always as an ordinary user; as root
+    (PostgreSQL then runs as `postgres`) only if every existing directory above it lets that user in."""
+    if os.geteuid() != 0:
+        return True
+    try:
+        user = pwd.getpwnam(_OS_USER)
+    except KeyError:
+        return False
+    return _blocked_for(user, Path(path).absolute()) is None
+
+
+def _blocked_for(user: pwd.struct_passwd, path: Path) -> Path | None:
+    gids = {user.pw_gid, *os.getgrouplist(user.pw_name, user.pw_gid)}
+    return _reachable_by(path, user.pw_uid, gids)
+
+
 class PgTemp:
     """One private PostgreSQL server: `init()`, `start()`, `stop()`, `restart()`, `close()`.
 
@@ -267,9 +284,8 @@ class PgTemp:
             raise PgTempError(f"running as root needs the OS user {_OS_USER!r} to run PostgreSQL") from None
         if shutil.which("runuser") is None:
             raise PgTempError("running as root needs `runuser` (util-linux) to run PostgreSQL as postgres")
-        gids = {user.pw_gid, *os.getgrouplist(_OS_USER, user.pw_gid)}
         # Our own temp root is handed over below, so only the directories above it must let postgres in.
-        blocked = _reachable_by(self._temp_root or self.data_dir, user.pw_uid, gids)
+        blocked = _blocked_for(user, self._temp_root or self.data_dir)
         if blocked is not None:
             raise PgTempError(
                 f"the OS user {_OS_USER} cannot reach {self.data_dir}: {blocked} is not traversable "

@@ -163,3 +163,30 @@ def test_a_drifting_clock_runs_at_its_rate_from_its_start(monkeypatch: pytest.Mo
     slow, fast = runtime.drifting_clock(0.5), runtime.drifting_clock(2.0)
     now[0] += 3.0
     assert (slow(), fast(), runtime.monotonic_ms()) == (101_500.0, 106_000.0, 103_000.0)
+
+
+def test_pg_temp_data_goes_where_postgres_can_reach_it() -> None:
+    """As root PostgreSQL runs as `postgres`: a run folder inside a 0700 directory (pytest's) is out of its
+    reach, so the lab falls back to a temp dir there; as another user every folder will do."""
+    import os
+    import pwd
+    import shutil
+    import tempfile
+
+    from fencekeeper.pgtemp import postgres_can_reach
+
+    root = Path(tempfile.mkdtemp(prefix="fk-reach-"))
+    try:
+        root.chmod(0o755)
+        (root / "open").mkdir(mode=0o755)
+        (root / "closed").mkdir(mode=0o700)
+        as_root = os.geteuid() == 0
+        try:
+            pwd.getpwnam("postgres")
+            postgres_user = True
+        except KeyError:
+            postgres_user = False
+        assert postgres_can_reach(root / "open" / "postgres") is (not as_root or postgres_user)
+        assert postgres_can_reach(root / "closed" / "postgres") is (not as_root)
+    finally:
+        shutil.rmtree(root)

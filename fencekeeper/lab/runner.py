@@ -21,6 +21,7 @@ import itertools
 import json
 import random
 import secrets
+import shutil
 import signal
 import sys
 import time
@@ -35,7 +36,7 @@ from fencekeeper.lab.nemesis import DRIFT_RATE, Nemesis, cycles
 from fencekeeper.lab.netns import Netns
 from fencekeeper.lab.network import Network, ProxyNetwork
 from fencekeeper.lab.proxy import Link, ProxySet
-from fencekeeper.pgtemp import PgTemp
+from fencekeeper.pgtemp import PgTemp, postgres_can_reach
 from fencekeeper.processes import NodeProcess, StorageProcess, free_base_port
 from storage_service.client import StorageClient
 
@@ -252,7 +253,13 @@ class Lab:
                 for suffix in ("", "-wal", "-shm"):
                     (self.out / f"storage.db{suffix}").unlink(missing_ok=True)
             if cfg.db == "pg-temp":
-                self.pg = stack.enter_context(PgTemp(port=free_base_port(1)))  # restarts rebind the port
+                # In the run folder, as evidence, where PostgreSQL can reach it (as root it runs as
+                # `postgres`, which cannot enter a 0700 folder such as pytest's): else a temp dir.
+                pg_dir = self.out / "postgres"
+                shutil.rmtree(pg_dir, ignore_errors=True)  # a previous run's cluster: start afresh
+                data_dir = pg_dir if postgres_can_reach(pg_dir) else None
+                self.pg = stack.enter_context(PgTemp(data_dir, port=free_base_port(1)))  # restarts rebind it
+                meta["postgres_data"] = str(self.pg.data_dir)
                 db_url = self.pg.url
             netns = stack.enter_context(Netns(self.node_ids)) if cfg.net == "netns" else None
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.5))

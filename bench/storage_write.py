@@ -492,6 +492,27 @@ async def _admin(pg: str) -> asyncpg.Connection:
     return await asyncpg.connect(f"{pg}/postgres")
 
 
+async def create_database(pg: str, prefix: str) -> tuple[str, str, int | None]:
+    """A fresh database for one run: its name, its SQLAlchemy URL and the postmaster's pid (None when the
+    server is not on this machine: its CPU cannot be counted)."""
+    db = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = await _admin(pg)
+    try:
+        await admin.execute(f'CREATE DATABASE "{db}"')
+        postmaster = _ppid(await admin.fetchval("SELECT pg_backend_pid()"))
+    finally:
+        await admin.close()
+    return db, "postgresql+asyncpg://" + pg.split("://", 1)[1] + f"/{db}", postmaster
+
+
+async def drop_database(pg: str, db: str) -> None:
+    admin = await _admin(pg)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
 async def _check(pg: str, db: str, arms: list[Arm]) -> dict[str, Any]:
     """Compare what the clients saw with what the database recorded; check epoch order in the fenced ns."""
     conn = await asyncpg.connect(f"{pg}/{db}")
@@ -626,12 +647,7 @@ def _print(console: Console, result: dict[str, Any]) -> None:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     console = Console(width=None if sys.stdout.isatty() else 150)
-    db = f"fk_bench_{uuid.uuid4().hex[:10]}"
-    admin = await _admin(args.pg)
-    await admin.execute(f'CREATE DATABASE "{db}"')
-    args.postmaster = _ppid(await admin.fetchval("SELECT pg_backend_pid()"))  # None: not on this machine
-    await admin.close()
-    db_url = "postgresql+asyncpg://" + args.pg.split("://", 1)[1] + f"/{db}"
+    db, db_url, args.postmaster = await create_database(args.pg, "fk_bench")
     log_dir = Path(tempfile.mkdtemp(prefix="fk-bench-"))
     extra = ["--pool-size", str(args.pool_size), *args.server_arg]
     servers = [Server(fencing, free_port(), log_dir, db_url, extra) for fencing in (True, False)]
@@ -744,11 +760,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await s.close()
         for server in servers:
             server.stop()
-        admin = await _admin(args.pg)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await drop_database(args.pg, db)
 
 
 async def _pg_version(pg: str) -> str:

@@ -18,7 +18,6 @@ import multiprocessing
 import random
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,12 +33,12 @@ from bench.storage_write import (
     CpuSnapshot,
     Fence,
     Server,
-    _admin,
     _pct_ms,
-    _ppid,
     _raise_fence,
     _round,
     _wait_quiet,
+    create_database,
+    drop_database,
 )
 from fencekeeper.processes import free_port
 
@@ -148,12 +147,7 @@ async def measure(
     endpoints: list[str], etcd_pids: list[int], args: argparse.Namespace, console: Console
 ) -> dict[str, dict[str, Any]]:
     """Every arm, alternating for --rounds rounds; each arm's combined figures by name."""
-    db = f"fk_peers_{uuid.uuid4().hex[:10]}"
-    admin = await _admin(args.pg)
-    await admin.execute(f'CREATE DATABASE "{db}"')
-    args.postmaster = _ppid(await admin.fetchval("SELECT pg_backend_pid()"))
-    await admin.close()
-    db_url = "postgresql+asyncpg://" + args.pg.split("://", 1)[1] + f"/{db}"
+    db, db_url, args.postmaster = await create_database(args.pg, "fk_peers")
     log_dir = Path(tempfile.mkdtemp(prefix="fk-peers-write-", dir=args.tmp))
     servers = [
         Server(fencing, free_port(), log_dir, db_url, ["--pool-size", "20"]) for fencing in (True, False)
@@ -220,8 +214,4 @@ async def measure(
                 await arm.session.close()
         for server in servers:
             server.stop()
-        admin = await _admin(args.pg)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await drop_database(args.pg, db)

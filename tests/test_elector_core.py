@@ -498,3 +498,26 @@ def test_a_campaign_blocked_by_a_leaders_lease_and_silence_waits_for_the_lease()
     c.step("n1", Refuse("g", 1, "n1", msg.round, RefuseReason.LEASE_LIVE, 0, "n3", 1900), now=start + 2)
     [failed] = [e for e in c.tick(start + TIMING.request_timeout_ms).events if isinstance(e, CampaignFailed)]
     assert failed.retry_at >= start + 2 + 1900  # after the lease (LeaseEnded comes first), not at random
+
+
+def test_a_campaign_refused_for_a_leaders_lease_at_an_epoch_it_moved_to_waits_for_the_lease() -> None:
+    # A bench at a 250 ms lease: the leader moved to a fresh epoch (rule 7), which no follower hears of. A
+    # follower's next campaign asked at that very epoch and was refused for the leader's lease there;
+    # taken for a rival's split vote, it backed off at random into the moment the lease ended (the leader
+    # had crashed) and split the vote with the candidate the voters' LeaseEnded sent first.
+    c = candidate("n2")
+    c.step("n3", LeaseEnded("g", 4, "n3", None), now=0)  # it has seen epoch 4
+    msg = campaign(c, c.wake_at())
+    for v in ("n1", "n3"):  # the leader n3's lease at epoch 4
+        out = c.step(v, Refuse("g", 5, v, msg.round, RefuseReason.LEASE_LIVE, 4, "n3", 1500), now=5)
+    [failed] = [e for e in out.events if isinstance(e, CampaignFailed)]
+    msg = campaign(c, failed.retry_at)
+    start = failed.retry_at
+    for v in ("n1", "n2"):  # n3 moved to epoch 6, the one this campaign asks for, then crashed
+        refuse = Refuse("g", msg.epoch, v, msg.round, RefuseReason.PROMISED, msg.epoch, "n3", 1900)
+        out = c.step(v, refuse, now=start + 1)
+    [failed] = [e for e in out.events if isinstance(e, CampaignFailed)]
+    assert failed.retry_at >= start + 1 + 1900  # after the lease (LeaseEnded comes first), not at random
+    c.step("n1", LeaseEnded("g", msg.epoch, "n1", "n3"), now=start + 1900)
+    assert c.wake_at() <= start + 1900 + TIMING.slot_ms + 1  # its turn: n1 first, then n2
+    assert campaign(c, c.wake_at()).epoch == msg.epoch + 1

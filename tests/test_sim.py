@@ -76,8 +76,14 @@ class ClusterMachine(RuleBasedStateMachine):
 
     @rule(index=st.integers(0, 1000))
     def deliver(self, index: int) -> None:
-        if self.world.queue:
-            self.world.deliver_index(index)
+        queue = self.world.queue
+        if not queue:
+            return
+        index %= len(queue)
+        link = queue[index][2:4]
+        if "storage" in link:  # storage links are TCP connections: in order, so the link's oldest first
+            index = min((i for i, d in enumerate(queue) if d[2:4] == link), key=lambda i: queue[i][:2])
+        self.world.deliver_index(index)
 
     @rule(index=st.integers(0, 1000))
     def drop(self, index: int) -> None:

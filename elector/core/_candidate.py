@@ -125,6 +125,7 @@ class Candidate:
         self._released = False
         self._answered: frozenset[str] = frozenset()  # voters that made up the last majority round
         self._moving: int | None = None  # while leading: the fresh epoch its rounds ask for instead
+        self._leader: str | None = None  # whose lease last refused a campaign above its epoch, till it ends
         # A fresh candidate campaigns soon, spread out so that a whole cluster starting at once does not duel.
         self._campaign_at: float | None = now + rng.uniform(0, timing.jitter_ms)
 
@@ -177,6 +178,7 @@ class Candidate:
                 self._check_round(now, out)
             case Refuse() if self._answers_round(message):
                 self._see(message.promised_epoch)
+                self._note_leader(message)
                 rnd = self._round
                 assert rnd is not None
                 retry_at = now + message.lease_remaining_ms + _RETRY_SLACK_MS
@@ -235,6 +237,8 @@ class Candidate:
                     self._move_above(message.promised_epoch)
             case LeaseEnded():
                 self._see(message.epoch)
+                if message.holder == self._leader:
+                    self._leader = None
                 if self.role is Role.CANDIDATE and self._round is not None:
                     self._lease_ended_in_round(self._round, sender, message, out)
                 elif self.role is Role.FOLLOWER and not self._released and self._round is None:
@@ -363,6 +367,18 @@ class Candidate:
         if self._moving is None or self._moving <= promised:
             self._moving = self.highest_seen + 1
 
+    def _note_leader(self, refuse: Refuse) -> None:
+        """A live lease at an epoch below the one asked for belongs to a leader (not to a rival of this
+        campaign): remember whose, until a voter says it ended. A leader that moves to a fresh epoch tells
+        no follower, so the follower's next campaign may ask at or below that epoch and be refused for the
+        same leader's lease at an epoch that looks like a rival's."""
+        if (
+            refuse.lease_remaining_ms > 0
+            and refuse.holder not in (None, self.id)
+            and refuse.promised_epoch < refuse.epoch
+        ):
+            self._leader = refuse.holder
+
     def _see(self, epoch: int) -> None:
         self.highest_seen = max(self.highest_seen, epoch)
 
@@ -454,11 +470,15 @@ class Candidate:
         self.role = Role.FOLLOWER
         self._give_back(rnd, out)
         # A lease of an older epoch belongs to a leader: wait for it to end. A lease at our epoch or above
-        # belongs to a rival campaigning at the same time (a split vote): back off at random instead.
+        # belongs to a rival campaigning at the same time (a split vote): back off at random instead;
+        # unless it is the leader's, moved to a fresh epoch this candidate had not heard of (a random
+        # backoff would end about as the lease does, and split the vote with the candidate the voters'
+        # LeaseEnded sent first).
         blocked = sorted(
             r.lease_remaining_ms
             for r in rnd.refused.values()
-            if r.lease_remaining_ms > 0 and r.promised_epoch < rnd.epoch
+            if r.lease_remaining_ms > 0
+            and (r.promised_epoch < rnd.epoch or (r.holder is not None and r.holder == self._leader))
         )
         # Voters that answered and are not blocked by a lease are free now (a silent one may be down): wait
         # until enough of the blocked ones are free too. Counting the silent as free, a candidate whose own

@@ -59,7 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from elector import cluster as cluster_file  # noqa: E402
-from fencekeeper.processes import NodeProcess, StorageProcess, free_base_port  # noqa: E402
+from fencekeeper.processes import NodeProcess, StorageProcess, free_base_port, node_command  # noqa: E402
 from storage_service.client import StorageClient  # noqa: E402
 
 CRASH, GRACEFUL = "crash (SIGKILL)", "graceful (SIGTERM)"
@@ -167,27 +167,11 @@ class Bench:
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
         self.client = StorageClient(self.storage.url, session=self.session)
         for member in cluster.members:
-            args = [
-                sys.executable,
-                "-m",
-                "fencekeeper",
-                "node",
-                "run",
-                "--cluster",
-                str(cluster_path),
-                "--id",
-                member.id,
-                "--data-dir",
-                str(self.dir / f"data-{member.id}"),
-                "--group",
-                self.group,
-                "--storage",
-                self.storage.url,
-                "--write-interval-ms",
-                str(self.interval_ms),
-                "--log-file",
-                str(self.dir / f"{member.id}.log"),
-            ]
+            args = node_command(
+                cluster_path, member.id, self.dir / f"data-{member.id}", self.group,
+                "--storage", self.storage.url, "--write-interval-ms", str(self.interval_ms),
+                "--log-file", str(self.dir / f"{member.id}.log"),
+            )  # fmt: skip
             node = NodeProc(
                 member.id, args, member.url, self.dir / f"{member.id}.log", self.dir / f"{member.id}.err"
             )

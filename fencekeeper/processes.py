@@ -150,6 +150,16 @@ class StorageProcess:
         self.stop()
 
 
+def node_command(
+    cluster: str | os.PathLike[str], node_id: str, data_dir: str | os.PathLike[str], group: str, *options: str
+) -> list[str]:
+    """The `fencekeeper node run` command line of one member, with this interpreter, plus `options`."""
+    return [
+        sys.executable, "-m", "fencekeeper", "node", "run",
+        "--cluster", str(cluster), "--id", node_id, "--data-dir", str(data_dir), "--group", group, *options,
+    ]  # fmt: skip
+
+
 class NodeProcess:
     """`fencekeeper node run` as a child process in its own session (signals reach it and nothing else).
 

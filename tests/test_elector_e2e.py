@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from elector import cluster as cluster_file
 from elector.token import FencingToken, sign_grant
 from fencekeeper.lab.proxy import Link, ProxySet
-from fencekeeper.processes import NodeProcess, StorageProcess, free_base_port
+from fencekeeper.processes import NodeProcess, StorageProcess, free_base_port, node_command
 from storage_service.client import StaleTokenError, StorageClient, TokenRefusedError
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -176,25 +176,11 @@ async def _start_cluster(
     links = {}
     for member in cluster.members:
         links[member.id] = await proxies.add(f"{member.id}->storage", ("127.0.0.1", storage.port))
-        args = [
-            sys.executable,
-            "-m",
-            "fencekeeper",
-            "node",
-            "run",
-            "--cluster",
-            str(cluster_path),
-            "--id",
-            member.id,
-            "--data-dir",
-            str(tmp_path / f"data-{member.id}"),
-            "--group",
-            GROUP,
-            "--storage",
-            f"http://{links[member.id].address}",
-            "--log-file",
-            str(tmp_path / f"{member.id}.log"),
-        ]
+        args = node_command(
+            cluster_path, member.id, tmp_path / f"data-{member.id}", GROUP,
+            "--storage", f"http://{links[member.id].address}",
+            "--log-file", str(tmp_path / f"{member.id}.log"),
+        )  # fmt: skip
         node = NodeProcess(
             member.id, args, member.url, tmp_path / f"{member.id}.log", tmp_path / f"{member.id}.err"
         )

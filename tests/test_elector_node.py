@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import sys
 
 import pytest
 from aiohttp import web
@@ -17,7 +16,7 @@ from elector.core import Campaign, Output, Promise, Release, Voter
 from elector.node import wire
 from elector.node.runtime import Node, monotonic_ms
 from elector.token import FencingToken, sign_grant
-from fencekeeper.processes import NodeProcess, free_base_port
+from fencekeeper.processes import NodeProcess, free_base_port, node_command
 
 
 @pytest.mark.slow
@@ -29,23 +28,9 @@ async def test_sigterm_stops_followers_and_the_leader_promptly(tmp_path) -> None
     nodes = {
         m.id: NodeProcess(
             m.id,
-            [
-                sys.executable,
-                "-m",
-                "fencekeeper",
-                "node",
-                "run",
-                "--cluster",
-                str(cluster.path),
-                "--id",
-                m.id,
-                "--data-dir",
-                str(tmp_path / m.id),
-                "--group",
-                "orders",
-                "--log-file",
-                str(tmp_path / f"{m.id}.log"),
-            ],
+            node_command(
+                cluster.path, m.id, tmp_path / m.id, "orders", "--log-file", str(tmp_path / f"{m.id}.log")
+            ),
             m.url,
             tmp_path / f"{m.id}.log",
             tmp_path / f"{m.id}.err",

@@ -25,7 +25,7 @@ from elector import cluster as cluster_file
 from elector.cluster import Timing
 from elector.sidecar import RemoteLeader
 from elector.workload import run_counter
-from fencekeeper.processes import NodeProcess, StorageProcess, free_base_port
+from fencekeeper.processes import NodeProcess, StorageProcess, free_base_port, node_command
 from storage_service.app import create_app
 from storage_service.client import StorageClient
 from storage_service.config import StorageConfig
@@ -133,10 +133,7 @@ async def test_the_workload_process_writes_through_whichever_node_leads(tmp_path
     nodes = {
         m.id: NodeProcess(
             m.id,
-            [
-                *(sys.executable, "-m", "fencekeeper", "node", "run", "--cluster", str(cluster_path)),
-                *("--id", m.id, "--data-dir", str(tmp_path / m.id), "--group", GROUP),
-            ],
+            node_command(cluster_path, m.id, tmp_path / m.id, GROUP),
             m.url,
             tmp_path / f"{m.id}.log",
             tmp_path / f"{m.id}.err",

@@ -23,7 +23,6 @@ import random
 import secrets
 import shutil
 import signal
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ from fencekeeper.lab.netns import Netns
 from fencekeeper.lab.network import Network, ProxyNetwork
 from fencekeeper.lab.proxy import Link, ProxySet
 from fencekeeper.pgtemp import PgTemp, postgres_can_reach
-from fencekeeper.processes import NodeProcess, StorageProcess, free_base_port
+from fencekeeper.processes import NodeProcess, StorageProcess, free_base_port, node_command
 from storage_service.client import StorageClient
 
 FIRST_LEADER_S = 30.0
@@ -206,11 +205,10 @@ class Lab:
             path = cluster_dir / f"cluster-{n}.toml"
             _write_cluster(base, path, self.real | addresses)
             args = [
-                *prefix, sys.executable, "-m", "fencekeeper", "node", "run",
-                "--cluster", str(path), "--id", n, "--data-dir", str(self.out / f"data-{n}"),
-                "--group", self.group, "--log-file", str(self.out / f"{n}.log"),
-                "--storage", storage_url,
-            ]  # fmt: skip
+                *prefix,
+                *node_command(path, n, self.out / f"data-{n}", self.group, "--storage", storage_url),
+                *("--log-file", str(self.out / f"{n}.log")),
+            ]
             if self.clock_rates[n] != 1.0:
                 args += ["--clock-rate", str(self.clock_rates[n])]
             self.nodes[n] = NodeProcess(
